@@ -1,0 +1,99 @@
+"""How anything outside the daemon reaches it: its pid, its signal, its control socket.
+
+Shared by brr-release (`activate` sends SIGHUP, `--wait` polls `status`) and the
+daemon's own CLI subcommands. The protocol: one JSON object per line each way over
+`run/supervisord-lite.sock`; a request is `{"cmd": NAME, ...}`, a reply is
+`{"ok": true, ...}` or `{"ok": false, "error": "one line"}`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from supervisord_lite.errors import OperationFailed
+from supervisord_lite.layout import DeployRoot
+
+MAX_REPLY = 16 * 1024 * 1024
+DAEMON_MARKERS = ("supervisord-lite", "supervisord_lite")
+
+
+def read_pid(root: DeployRoot) -> int | None:
+    try:
+        text = root.pidfile.read_text().strip()
+    except (FileNotFoundError, OSError):
+        return None
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def daemon_pid(root: DeployRoot) -> int | None:
+    """The pid of the daemon running on root, or None.
+
+    A pidfile can outlive its daemon and its pid be reused by anything; the pid counts
+    only while that process is alive and its command line is the daemon's `run`.
+    """
+    pid = read_pid(root)
+    if pid is None:
+        return None
+    try:
+        cmdline = psutil.Process(pid).cmdline()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+    except psutil.AccessDenied:
+        return pid
+    joined = " ".join(cmdline)
+    if "run" in cmdline and any(marker in joined for marker in DAEMON_MARKERS):
+        return pid
+    return None
+
+
+def signal_daemon(root: DeployRoot, signum: int = signal.SIGHUP) -> int | None:
+    """Send signum to the running daemon; the pid signalled, or None when none runs."""
+    pid = daemon_pid(root)
+    if pid is None:
+        return None
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return None
+    return pid
+
+
+def request(sock_path: Path, payload: dict[str, Any], *, timeout: float = 10.0) -> dict[str, Any]:
+    """Send one request and read one reply line.
+
+    Raises OperationFailed when the daemon cannot be reached or answers garbage.
+    """
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(sock_path))
+            sock.sendall(json.dumps(payload).encode() + b"\n")
+            buf = bytearray()
+            while b"\n" not in buf:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+                if len(buf) > MAX_REPLY:
+                    raise OperationFailed("daemon reply too large")
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise OperationFailed(f"daemon not running (no control socket at {sock_path})") from None
+    except TimeoutError:
+        raise OperationFailed(f"daemon did not answer within {timeout:g} s") from None
+    except OSError as exc:
+        raise OperationFailed(f"cannot reach the daemon at {sock_path}: {exc.strerror}") from None
+    line = bytes(buf).split(b"\n", 1)[0]
+    try:
+        reply = json.loads(line)
+    except ValueError:
+        raise OperationFailed("daemon sent a reply that is not JSON") from None
+    if not isinstance(reply, dict):
+        raise OperationFailed("daemon sent a reply that is not a JSON object")
+    return reply

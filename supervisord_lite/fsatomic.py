@@ -1,0 +1,147 @@
+"""Atomic publication of files, directories and symlinks.
+
+The only module that knows the dance: write under a temp name in the same directory,
+fsync, rename over the final name, fsync the directory. A reader (or a machine that lost
+power) sees the old thing or the new one, never half of one. Temp names start with
+`.tmp-<pid>-` so a later writer can tell a stale one (its writer is dead) from one in use.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import stat
+from pathlib import Path
+
+from supervisord_lite.layout import TEMP_PREFIX
+
+
+def temp_name(directory: Path, hint: str = "") -> Path:
+    return directory / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{hint}"
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace path with data atomically, with the given mode."""
+    tmp = temp_name(path.parent)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_tree(top: Path) -> None:
+    """fsync every regular file and directory under top, deepest first."""
+    for dirpath, _dirnames, filenames in os.walk(top, topdown=False):
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            if stat.S_ISREG(os.lstat(p).st_mode):
+                fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        fsync_dir(Path(dirpath))
+
+
+def publish_dir(tmp: Path, final: Path) -> bool:
+    """Rename a fully written temp directory to final; False if final already exists.
+
+    The tree must already be fsynced. rename(2) of a directory onto an existing
+    non-empty directory fails, which is what makes a content-addressed publish safe
+    against a concurrent writer of the same content.
+    """
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if final.exists():
+            return False
+        raise
+    fsync_dir(final.parent)
+    return True
+
+
+def replace_symlink(link: Path, target: str) -> None:
+    """Point link at target with one rename: there is no moment without a link."""
+    tmp = temp_name(link.parent, ".link")
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(link.parent)
+
+
+def make_writable(top: Path) -> None:
+    """Give the owner write access back on a frozen tree, so it can be removed."""
+    for dirpath, dirnames, filenames in os.walk(top):
+        os.chmod(dirpath, os.stat(dirpath).st_mode | stat.S_IWUSR | stat.S_IXUSR)
+        for name in filenames + dirnames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            if not stat.S_ISLNK(st.st_mode):
+                os.chmod(p, st.st_mode | stat.S_IWUSR)
+
+
+def remove_tree(top: Path) -> None:
+    """Remove a (possibly frozen) tree; first renamed to a temp name so no half is seen."""
+    if not top.exists() and not top.is_symlink():
+        return
+    doomed = temp_name(top.parent, ".rm")
+    os.rename(top, doomed)
+    fsync_dir(top.parent)
+    make_writable(doomed)
+    shutil.rmtree(doomed)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(directory: Path) -> list[str]:
+    """Remove temp entries whose writer is dead; returns the names removed.
+
+    Call with the root's lock held. An entry of a live writer (a build still staging)
+    is left alone.
+    """
+    removed: list[str] = []
+    if not directory.is_dir():
+        return removed
+    for entry in directory.iterdir():
+        if not entry.name.startswith(TEMP_PREFIX):
+            continue
+        pid_part = entry.name[len(TEMP_PREFIX) :].split("-", 1)[0]
+        if pid_part.isdigit() and pid_alive(int(pid_part)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            make_writable(entry)
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry.name)
+    return removed
