@@ -1,0 +1,284 @@
+"""`brr-release`: the command line of the build and release stages.
+
+Parsing and printing only; every operation lives in its own module. `--root` and
+`--json` are accepted before or after the subcommand. Exit codes: 0 done, 1 the
+operation failed, 2 bad usage or bad input, always with one line on stderr
+`brr-release: error: ...` (a failed release command adds its output below that line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from supervisord_lite.brr import activate as act
+from supervisord_lite.brr import build as bld
+from supervisord_lite.brr import inspect, maintenance
+from supervisord_lite.brr import releases as rel
+from supervisord_lite.errors import BadInput, BrrError
+from supervisord_lite.layout import DeployRoot, resolve_root
+
+PROG = "brr-release"
+DEFAULT_WAIT = 300.0
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise BadInput(message)
+
+
+def common() -> Parser:
+    p = Parser(add_help=False)
+    p.add_argument("--root", default=argparse.SUPPRESS, help="deploy root (else $BRR_ROOT)")
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
+    return p
+
+
+def release_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env-file", action="append", default=[], type=Path, metavar="F")
+    p.add_argument("--set", action="append", default=[], metavar="K=V", dest="sets")
+    p.add_argument("--unset", action="append", default=[], metavar="K", dest="unsets")
+
+
+def activation_options(p: argparse.ArgumentParser, *, with_flag: bool) -> None:
+    if with_flag:
+        p.add_argument("--activate", action="store_true", help="activate the new release")
+    p.add_argument("--no-signal", action="store_true", help="do not SIGHUP the daemon")
+    p.add_argument("--wait", action="store_true", help="wait until the daemon runs it")
+    p.add_argument("--timeout", type=float, default=DEFAULT_WAIT, metavar="S")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog=PROG, parents=[common()], description="Build and release stages.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    c = [common()]
+    sub.add_parser("init", parents=c, help="create the deploy root layout")
+    p = sub.add_parser("build", parents=c, help="build a source tree")
+    p.add_argument("src", type=Path)
+    p = sub.add_parser("release", parents=c, help="a new release of a build")
+    p.add_argument("--build", required=True, dest="build_id")
+    release_options(p)
+    activation_options(p, with_flag=True)
+    p = sub.add_parser("config", parents=c, help="a new release with changed config")
+    csub = p.add_subparsers(dest="config_command", required=True, parser_class=Parser)
+    for name, meta in (("set", "K=V"), ("unset", "K")):
+        q = csub.add_parser(name, parents=c)
+        q.add_argument("items", nargs="+", metavar=meta)
+        activation_options(q, with_flag=True)
+    p = sub.add_parser("scale", parents=c, help="a new release with a changed formation")
+    p.add_argument("items", nargs="+", metavar="TYPE=N")
+    activation_options(p, with_flag=True)
+    p = sub.add_parser("activate", parents=c, help="make a release current")
+    p.add_argument("release_id", metavar="ID")
+    activation_options(p, with_flag=False)
+    p = sub.add_parser("deploy", parents=c, help="build + release + activate")
+    p.add_argument("src", type=Path)
+    release_options(p)
+    activation_options(p, with_flag=False)
+    p = sub.add_parser("rollback", parents=c, help="re-activate an earlier release")
+    p.add_argument("release_id", nargs="?", metavar="ID")
+    activation_options(p, with_flag=False)
+    sub.add_parser("releases", parents=c, help="list releases, newest first")
+    p = sub.add_parser("show", parents=c, help="one release")
+    p.add_argument("release_id", metavar="ID")
+    p.add_argument("--show-values", action="store_true")
+    p = sub.add_parser("diff", parents=c, help="what changed between two releases")
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B")
+    p.add_argument("--show-values", action="store_true")
+    p = sub.add_parser("prune", parents=c, help="remove old releases and unused builds")
+    p.add_argument("--keep", type=int, required=True, metavar="N")
+    sub.add_parser("verify", parents=c, help="recompute every digest")
+    return parser
+
+
+# --- commands: each returns (data for --json, human text, exit code) --------------------
+
+Result = tuple[dict[str, Any], str, int]
+
+
+def cmd_init(root: DeployRoot, args: argparse.Namespace) -> Result:
+    for d in (root.path, root.builds, root.releases, root.run_dir, root.logs):
+        d.mkdir(parents=True, exist_ok=True)
+    with root.locked():
+        root.ledger.touch(mode=0o640, exist_ok=True)
+    return {"root": str(root.path)}, f"initialized {root.path}", 0
+
+
+def cmd_build(root: DeployRoot, args: argparse.Namespace) -> Result:
+    info, reused = bld.build(root.require_initialized(), args.src.absolute())
+    data = {"id": info.id, "digest": info.digest, "reused": reused}
+    return data, info.id + (" (reused)" if reused else ""), 0
+
+
+def config_change(args: argparse.Namespace) -> rel.ConfigChange:
+    return rel.ConfigChange(tuple(args.env_file), tuple(args.sets), tuple(args.unsets))
+
+
+def new_release_then(root: DeployRoot, args: argparse.Namespace, make: Callable[[], Any]) -> Result:
+    """Create a release with make() and, with --activate, activate it in the same lock."""
+    root.require_initialized()
+    since = time.time()
+    with root.locked():
+        release = make()
+        activation = act.activate(root, release.id) if args.activate else None
+    data: dict[str, Any] = {"id": release.id, "build": release.build}
+    text = release.id
+    if activation:
+        data.update(finish_activation(root, args, activation, since))
+        text += f" (activated{signal_note(data)})"
+    return data, text, 0
+
+
+def finish_activation(
+    root: DeployRoot, args: argparse.Namespace, activation: act.Activation, since: float
+) -> dict[str, Any]:
+    pid = act.signal_and_wait(
+        root,
+        activation.release.id,
+        send_signal=not args.no_signal,
+        wait=args.wait,
+        timeout=args.timeout,
+        since=since,
+    )
+    return {"previous": activation.previous, "signalled": pid, "waited": bool(args.wait)}
+
+
+def signal_note(data: dict[str, Any]) -> str:
+    if data.get("signalled"):
+        return f"; daemon pid {data['signalled']} signalled"
+    return "; no daemon running" if not data.get("waited") else ""
+
+
+def cmd_release(root: DeployRoot, args: argparse.Namespace) -> Result:
+    change = config_change(args)
+    return new_release_then(root, args, lambda: rel.release_from_build(root, args.build_id, change))
+
+
+def cmd_config(root: DeployRoot, args: argparse.Namespace) -> Result:
+    if args.config_command == "set":
+        change = rel.ConfigChange(sets=tuple(args.items))
+    else:
+        change = rel.ConfigChange(unsets=tuple(args.items))
+    change.apply({})  # refuse bad names and missing '=' before taking the lock
+    return new_release_then(root, args, lambda: rel.release_with_config(root, change))
+
+
+def cmd_scale(root: DeployRoot, args: argparse.Namespace) -> Result:
+    formation = rel.parse_formation(tuple(args.items))
+    return new_release_then(root, args, lambda: rel.release_with_scale(root, formation))
+
+
+def activate_and_report(
+    root: DeployRoot, args: argparse.Namespace, release_id: str, event: str
+) -> Result:
+    root.require_initialized()
+    since = time.time()
+    with root.locked():
+        if event == "rollback":
+            release_id = act.rollback_target(root, release_id)
+        activation = act.activate(root, release_id, event=event)
+    data = {"id": activation.release.id, **finish_activation(root, args, activation, since)}
+    was = f" (was {activation.previous})" if activation.previous else ""
+    return data, f"{activation.release.id} is current{was}{signal_note(data)}", 0
+
+
+def cmd_activate(root: DeployRoot, args: argparse.Namespace) -> Result:
+    return activate_and_report(root, args, args.release_id, "activate")
+
+
+def cmd_rollback(root: DeployRoot, args: argparse.Namespace) -> Result:
+    return activate_and_report(root, args, args.release_id, "rollback")
+
+
+def cmd_deploy(root: DeployRoot, args: argparse.Namespace) -> Result:
+    root.require_initialized()
+    change = config_change(args)
+    change.apply({})
+    staged = bld.stage(root, args.src.absolute())
+    since = time.time()
+    # publish, release and activate under one lock: a concurrent prune cannot remove
+    # the build between its publish and its release
+    with root.locked():
+        info, reused = bld.publish(root, staged)
+        release = rel.release_from_build(root, info.id, change)
+        activation = act.activate(root, release.id)
+    data = {"id": release.id, "build": info.id, "reused": reused}
+    data.update(finish_activation(root, args, activation, since))
+    return data, f"{release.id} (build {info.id}) is current{signal_note(data)}", 0
+
+
+def cmd_releases(root: DeployRoot, args: argparse.Namespace) -> Result:
+    data = inspect.list_releases(root.require_initialized())
+    return data, inspect.format_releases(data), 0
+
+
+def cmd_show(root: DeployRoot, args: argparse.Namespace) -> Result:
+    data = inspect.show(root.require_initialized(), args.release_id, show_values=args.show_values)
+    return data, inspect.format_show(data), 0
+
+
+def cmd_diff(root: DeployRoot, args: argparse.Namespace) -> Result:
+    data = inspect.diff(root.require_initialized(), args.a, args.b, show_values=args.show_values)
+    return data, inspect.format_diff(data), 0
+
+
+def cmd_prune(root: DeployRoot, args: argparse.Namespace) -> Result:
+    root.require_initialized()
+    with root.locked():
+        data = maintenance.prune(root, args.keep)
+    text = f"removed releases: {', '.join(data['releases']) or 'none'}; "
+    text += f"builds: {', '.join(data['builds']) or 'none'}"
+    return data, text, 0
+
+
+def cmd_verify(root: DeployRoot, args: argparse.Namespace) -> Result:
+    report = maintenance.verify(root.require_initialized())
+    lines = [*report.problems, *(f"note: {n}" for n in report.notes)]
+    verdict = "ok" if not report.problems else f"{len(report.problems)} problem(s)"
+    lines.append(f"{verdict}: {report.builds} builds, {report.releases} releases checked")
+    return report.to_data(), "\n".join(lines), 0 if not report.problems else 1
+
+
+COMMANDS: dict[str, Callable[[DeployRoot, argparse.Namespace], Result]] = {
+    "init": cmd_init,
+    "build": cmd_build,
+    "release": cmd_release,
+    "config": cmd_config,
+    "scale": cmd_scale,
+    "activate": cmd_activate,
+    "deploy": cmd_deploy,
+    "rollback": cmd_rollback,
+    "releases": cmd_releases,
+    "show": cmd_show,
+    "diff": cmd_diff,
+    "prune": cmd_prune,
+    "verify": cmd_verify,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = make_parser().parse_args(argv)
+        root = resolve_root(getattr(args, "root", None))
+        data, text, code = COMMANDS[args.command](root, args)
+    except BrrError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=None, sort_keys=False))
+    else:
+        print(text)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Keeping a root healthy: `prune` what is no longer needed, `verify` what is kept.
+
+Prune never removes `current`, nor the release that was active before it (the one a
+plain `rollback` goes to), and removes a build only when no remaining release uses it.
+Each directory is first renamed to a temp name and then deleted, so a crash mid-prune
+leaves a temp directory (removed by the next writer), never half a release.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from supervisord_lite import fsatomic, ledger
+from supervisord_lite.brr.activate import previous_active
+from supervisord_lite.brr.build import load_build_meta
+from supervisord_lite.brr.digest import build_id_for, tree_digest
+from supervisord_lite.errors import BadInput, BrrError
+from supervisord_lite.layout import DeployRoot
+from supervisord_lite.manifest import load_release
+
+
+def prune(root: DeployRoot, keep: int) -> dict[str, Any]:
+    """Caller holds the lock."""
+    if keep < 1:
+        raise BadInput("prune --keep must be at least 1")
+    ids = root.release_ids()
+    protected = set(ids[-keep:])
+    for rid in (root.current_release_id(), previous_active(root)):
+        if rid:
+            protected.add(rid)
+    removed = [rid for rid in ids if rid not in protected]
+    for rid in removed:
+        fsatomic.remove_tree(root.release_dir(rid))
+    used: set[str] = set()
+    for rid in root.release_ids():
+        try:
+            used.add(load_release(root.release_manifest(rid)).build)
+        except BrrError:
+            # an unreadable release may still name a build: keep every build then
+            used.update(root.build_ids())
+    builds = [b for b in root.build_ids() if b not in used]
+    for bid in builds:
+        fsatomic.remove_tree(root.build_dir(bid))
+    fsatomic.remove_stale_temps(root.builds)
+    fsatomic.remove_stale_temps(root.releases)
+    ledger.append(
+        root.ledger, "prune", root.current_release_id() or "", releases=removed, builds=builds
+    )
+    return {"releases": removed, "builds": builds, "kept": sorted(protected)}
+
+
+@dataclass
+class VerifyReport:
+    builds: int = 0
+    releases: int = 0
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "ok": not self.problems,
+            "builds": self.builds,
+            "releases": self.releases,
+            "problems": self.problems,
+            "notes": self.notes,
+        }
+
+
+def verify(root: DeployRoot) -> VerifyReport:
+    report = VerifyReport()
+    for bid in root.build_ids():
+        report.builds += 1
+        try:
+            info = load_build_meta(root, bid)
+            actual = tree_digest(root.build_app(bid))
+        except (BrrError, OSError) as exc:
+            report.problems.append(f"build {bid}: {exc}")
+            continue
+        if actual != info.digest or build_id_for(actual) != bid:
+            report.problems.append(
+                f"build {bid}: app/ does not match its digest (changed after build)"
+            )
+    for rid in root.release_ids():
+        report.releases += 1
+        try:
+            load_release(root.release_manifest(rid), builds_dir=root.builds)
+        except BrrError as exc:
+            report.problems.append(f"release {rid}: {exc}")
+    if root.current.is_symlink() and root.current_release_id() is None:
+        report.problems.append("current: points at no complete release")
+    state = ledger.read_ledger(root.ledger)
+    if state.torn:
+        # only a power loss tears a line; the next writer cuts it off, nothing is lost
+        report.notes.append("ledger.jsonl: torn last line (repaired by the next write)")
+    return report
