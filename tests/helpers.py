@@ -33,7 +33,7 @@ EXIT_0 = python("raise SystemExit(0)")
 EXIT_1 = python("raise SystemExit(1)")
 
 
-def SLEEP(seconds: float) -> str:  # noqa: N802 - reads as a program name in specs
+def SLEEP(seconds: float) -> str:
     return python(f"import time; time.sleep({seconds})")
 
 
@@ -50,7 +50,8 @@ DOUBLE_FORK = python(
     "if os.fork() == 0:\n"
     "    os.setsid()\n"
     "    if os.fork() == 0:\n"
-    "        open(os.environ.get('GRANDCHILD_PIDFILE', 'grandchild.pid'), 'w').write(str(os.getpid()))\n"
+    "        path = os.environ.get('GRANDCHILD_PIDFILE', 'grandchild.pid')\n"
+    "        open(path, 'w').write(str(os.getpid()))\n"
     "        time.sleep(3600)\n"
     "    os._exit(0)\n"
     "time.sleep(3600)"
@@ -76,7 +77,9 @@ def wait_until(
             if last:
                 return last
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last: {last!r}")
+            raise AssertionError(
+                f"timed out after {timeout:g} s waiting for {what}; last: {last!r}"
+            )
         time.sleep(interval)
 
 
@@ -96,7 +99,10 @@ def pid_alive(pid: int) -> bool:
 
 
 def run_brr(
-    root: Path | None, *args: str, env: dict[str, str] | None = None, check: bool = True,
+    root: Path | None,
+    *args: str,
+    env: dict[str, str] | None = None,
+    check: bool = True,
     timeout: float = 120.0,
 ) -> subprocess.CompletedProcess[str]:
     """Run the real brr-release CLI; with check, fail showing stderr on a non-zero exit."""
