@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: venv
-	$(BIN)/ruff check supervisord_lite tests bench contrib
+	$(BIN)/ruff check supervisord_lite tests $(wildcard bench contrib)
 	$(BIN)/mypy
 
 test: venv lint
