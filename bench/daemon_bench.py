@@ -1,0 +1,947 @@
+#!/usr/bin/env python3
+"""supervisord-lite against supervisord and circus, side by side in one run (issue 3).
+
+    .venv/bin/python bench/daemon_bench.py            # full run, about 8 minutes
+    .venv/bin/python bench/daemon_bench.py --quick    # smoke run, under 3 minutes
+    .venv/bin/python bench/daemon_bench.py --only supervisord-lite
+
+Each supervisor runs N copies of `sleep 100000` (N = 10, 100, 500; --quick: 10, 100), one
+supervisor at a time, all of them for one N before the next N, and is measured on:
+
+- spawn all: from just before the supervisor is started (interpreter start-up included)
+  until N `sleep` processes are alive among its descendants (a /proc scan every 20 ms,
+  confirmed with psutil);
+- idle CPU: user + system CPU of the supervisor's own processes (the supervisor and any
+  helper process it runs, so not the `sleep`s) over an idle window, which starts a few
+  seconds after all are running so that supervisord's startsecs have passed;
+- wake-ups / s: voluntary context switches of every thread of those processes over the
+  same window (/proc/PID/task/TID/status), per second: how often it blocks, so how often
+  something woke it up;
+- RSS and threads of those processes, after the window;
+- respawn (N = 100 only): kill -9 of the oldest child, 20 times, one after the other;
+  the time from the kill to a new descendant pid appearing (/proc polled every 0.5 ms);
+- stop all: from SIGTERM to the supervisor until every child is gone from /proc (reaped),
+  and, apart, until the supervisor itself has exited;
+- crash loop: a program that exits 1 at once (it appends a line to a file first, so every
+  start is counted whoever supervises it), over 20 s: the supervisor's CPU, the number of
+  restarts, and the program's state at the end (does it reach FATAL?).
+
+The peers come from their own venv, bench/.venv-peers (created here on first use), never
+from the project's. Our daemon runs from the project venv on a deploy root written here
+with the manifest module; if it is missing or fails, its rows say `n/a (why)` and the
+peers are measured all the same. Every process a run starts is killed by pid at the end,
+even on error: the supervisor is stopped (SIGSTOP) so it can spawn no more, then every pid
+ever seen in its tree is killed (checked against its start time), then its process group.
+
+A full run saves its tables in the `daemon` section of docs/benchmarks.md and the raw
+figures in bench/out/daemon_bench.json; --quick and --only runs only print, unless --save.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import benchlib as bl
+import psutil
+
+PEER_VENV = bl.REPO / "bench" / ".venv-peers"
+PEER_BIN = PEER_VENV / "bin"
+PEER_PINS = ("supervisor==4.3.0", "circus==0.19.0")
+LITE = bl.VENV_BIN / "supervisord-lite"
+
+PROGRAM = "sleep"
+PROGRAM_CMD = "sleep 100000"
+# Descendants with these names are supervised programs (or their shell wrappers on the
+# way to exec), not part of the supervisor.
+NOT_DAEMON = frozenset({"sleep", "sh", "dash", "bash", "false", "crash.sh"})
+PEER_NAMES = ("supervisord", "circus", "supervisord-lite")
+
+
+class BenchFailure(Exception):
+    """One measurement could not be made; the message goes into the table as the reason."""
+
+
+# --- /proc ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stat:
+    ppid: int
+    comm: str
+    state: str
+    start: int  # clock ticks since boot: with the pid, the identity of a process
+
+
+def read_stat(pid: int) -> Stat | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    close = data.rfind(b")")
+    rest = data[close + 2 :].split()
+    comm = data[data.find(b"(") + 1 : close].decode(errors="replace")
+    return Stat(ppid=int(rest[1]), comm=comm, state=rest[0].decode(), start=int(rest[19]))
+
+
+def proc_pids() -> set[int]:
+    return {int(name) for name in os.listdir("/proc") if name.isdigit()}
+
+
+def is_descendant(pid: int, root: int, depth: int = 8) -> bool:
+    for _ in range(depth):
+        st = read_stat(pid)
+        if st is None or st.ppid <= 1:
+            return False
+        if st.ppid == root:
+            return True
+        pid = st.ppid
+    return False
+
+
+def voluntary_switches(pid: int) -> int:
+    """Voluntary context switches summed over every thread of pid."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+class Tree:
+    """An incremental view of one supervisor's process tree.
+
+    A full scan of /proc costs about 30 us a process here, so a poll reads only pids it
+    has not seen, plus the members whose name may still change (the exec of a wrapper).
+    Every member ever seen is remembered with its start time, for the final cleanup.
+    """
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.members: dict[int, Stat] = {}
+        self.outside: set[int] = set()
+        self.seen: dict[int, int] = {}
+
+    def refresh(self, *, recheck: bool = False) -> None:
+        pids = proc_pids()
+        for pid in list(self.members):
+            if pid not in pids:
+                del self.members[pid]
+        self.outside &= pids
+        fresh: dict[int, Stat] = {}
+        for pid in pids - self.members.keys() - self.outside:
+            st = read_stat(pid)
+            if st is not None:
+                fresh[pid] = st
+        for pid, old in list(self.members.items()):
+            if recheck or old.comm != PROGRAM:
+                st = read_stat(pid)
+                if st is None or st.start != old.start:
+                    del self.members[pid]
+                else:
+                    self.members[pid] = st
+        changed = True
+        while changed:  # parents may come after their children in the listing
+            changed = False
+            for pid, st in list(fresh.items()):
+                if st.ppid == self.root or st.ppid in self.members:
+                    self.members[pid] = st
+                    self.seen[pid] = st.start
+                    del fresh[pid]
+                    changed = True
+        self.outside |= fresh.keys()
+
+    def programs(self) -> list[int]:
+        """Live (not zombie) PROGRAM pids in the tree, oldest first."""
+        found = [
+            (st.start, pid)
+            for pid, st in self.members.items()
+            if st.comm == PROGRAM and st.state != "Z"
+        ]
+        return [pid for _start, pid in sorted(found)]
+
+
+# --- the supervisors ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    cmd: str
+    count: int
+
+
+@dataclass
+class Run:
+    peer: str
+    popen: subprocess.Popen[bytes]
+    workdir: Path
+    log: Path
+    started: float
+    tree: Tree
+    state_of: Callable[[str], str]
+    cleaned: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " / ".join(line.strip() for line in text[-lines:])[-300:]
+
+
+def quiet(argv: list[str], env: dict[str, str] | None = None, timeout: float = 20) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"? ({type(exc).__name__})"
+    return (done.stdout + done.stderr).strip()
+
+
+class Supervisord:
+    name = "supervisord"
+
+    def configure(
+        self, work: Path, programs: list[Program]
+    ) -> tuple[list[str], Callable[[str], str]]:
+        (work / "childlogs").mkdir()
+        conf = work / "supervisord.conf"
+        text = (
+            f"[unix_http_server]\nfile={work}/supervisor.sock\n\n"
+            f"[supervisord]\nnodaemon=true\nlogfile={work}/supervisord.log\n"
+            f"pidfile={work}/supervisord.pid\nchildlogdir={work}/childlogs\nminfds=8192\n\n"
+            "[rpcinterface:supervisor]\n"
+            "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n"
+            f"[supervisorctl]\nserverurl=unix://{work}/supervisor.sock\n"
+        )
+        for p in programs:
+            text += f"\n[program:{p.name}]\ncommand={p.cmd}\nautorestart=true\nstartsecs=1\n"
+            if p.count > 1:
+                text += f"numprocs={p.count}\nprocess_name=%(program_name)s_%(process_num)s\n"
+        conf.write_text(text)
+
+        def state_of(name: str) -> str:
+            out = quiet([str(PEER_BIN / "supervisorctl"), "-c", str(conf), "status", name])
+            parts = out.split()
+            return parts[1] if len(parts) > 1 else out or "?"
+
+        return [str(PEER_BIN / "supervisord"), "-n", "-c", str(conf)], state_of
+
+
+class Circus:
+    name = "circus"
+
+    def configure(
+        self, work: Path, programs: list[Program]
+    ) -> tuple[list[str], Callable[[str], str]]:
+        # no stats_endpoint: setting one turns on circusd-stats, a helper process that
+        # polls about 100 times a second; the default configuration runs without it
+        endpoint = f"tcp://127.0.0.1:{free_port()}"
+        text = f"[circus]\nendpoint = {endpoint}\npubsub_endpoint = tcp://127.0.0.1:{free_port()}\n"
+        for p in programs:
+            text += (
+                f"\n[watcher:{p.name}]\ncmd = {p.cmd}\nnumprocesses = {p.count}\ncopy_env = true\n"
+            )
+        conf = work / "circus.ini"
+        conf.write_text(text)
+
+        def state_of(name: str) -> str:
+            ctl = [str(PEER_BIN / "circusctl"), "--endpoint", endpoint, "--timeout", "5"]
+            return quiet([*ctl, "status", name]) or "?"
+
+        return [str(PEER_BIN / "circusd"), str(conf)], state_of
+
+
+class Lite:
+    name = "supervisord-lite"
+
+    def configure(
+        self, work: Path, programs: list[Program]
+    ) -> tuple[list[str], Callable[[str], str]]:
+        root = work / "root"
+        make_deploy_root(root, programs)
+        env = dict(os.environ, BRR_ROOT=str(root))
+
+        def state_of(name: str) -> str:
+            out = quiet([str(LITE), "status", "--root", str(root), "--json"], env=env)
+            try:
+                status = json.loads(out)
+                procs = [p for p in status["processes"] if p.get("type") == name]
+                return ", ".join(f"{p['state']} (restarts {p.get('restarts')})" for p in procs)
+            except (ValueError, KeyError, TypeError):
+                return f"? (status: {out[:80]})"
+
+        return [str(LITE), "run", "--root", str(root)], state_of
+
+
+def make_deploy_root(root: Path, programs: list[Program]) -> None:
+    """ROOT with one build (an empty app/) and release v1, `current` pointing at it."""
+    from supervisord_lite import fsatomic, manifest
+
+    build = "b-000000000000"
+    for sub in ("builds", "releases", "run", "logs"):
+        (root / sub).mkdir(parents=True)
+    (root / "builds" / build / "app").mkdir(parents=True)
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    (root / "builds" / build / "build.yaml").write_text(
+        f"id: {build}\ndigest: 'sha256:0'\nsource: bench\ncreated_at: '{created}'\n"
+        "declaration: {}\n"
+    )
+    processes = {}
+    for p in programs:
+        # ready at once for the sleeps; the crash loop keeps the default (after 1 s), as
+        # supervisord keeps startsecs=1
+        ready = manifest.ReadyCheck("after", seconds=0 if p.name == PROGRAM else 1.0)
+        processes[p.name] = manifest.ProcessSpec(type=p.name, cmd=p.cmd, scale=p.count, ready=ready)
+    release = manifest.Release(
+        id="v1",
+        created_at=created,
+        build=build,
+        config={},
+        sockets={},
+        switch="start-first",
+        processes=processes,
+    ).sealed()
+    (root / "releases" / "v1").mkdir()
+    fsatomic.write_file(
+        root / "releases" / "v1" / "release.yaml", manifest.dump_release(release), mode=0o640
+    )
+    fsatomic.replace_symlink(root / "current", "releases/v1")
+
+
+PEERS: dict[str, Any] = {
+    "supervisord": Supervisord(),
+    "circus": Circus(),
+    "supervisord-lite": Lite(),
+}
+RUNS: list[Run] = []  # every supervisor started, for the cleanup in main's finally
+
+
+def launch(peer_name: str, base: Path, programs: list[Program]) -> Run:
+    work = Path(tempfile.mkdtemp(prefix=f"{peer_name}-", dir=base))
+    argv, state_of = PEERS[peer_name].configure(work, programs)
+    log = work / "daemon.out"
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    with open(log, "wb") as out:
+        started = time.perf_counter()
+        popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=work,
+            env=env,
+            start_new_session=True,
+        )
+    run = Run(peer_name, popen, work, log, started, Tree(popen.pid), state_of)
+    RUNS.append(run)
+    return run
+
+
+def kill_pid(pid: int, start: int | None = None) -> None:
+    if start is not None:
+        st = read_stat(pid)
+        if st is None or st.start != start:
+            return  # gone, or the pid now belongs to someone else
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def cleanup(run: Run) -> None:
+    """Kill the supervisor and everything it ever started, by pid; never by name."""
+    if run.cleaned:
+        return
+    run.cleaned = True
+    if run.popen.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(run.pid, signal.SIGSTOP)  # no more spawns while we kill its children
+    run.tree.refresh()
+    for pid, start in run.tree.seen.items():
+        if pid != run.pid:
+            kill_pid(pid, start)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(run.pid, signal.SIGKILL)
+    kill_pid(run.pid)
+    try:
+        run.popen.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        print(f"warning: {run.peer} pid {run.pid} did not die", file=sys.stderr)
+
+
+# --- measurements -------------------------------------------------------------------------
+
+
+def check_alive(run: Run) -> None:
+    rc = run.popen.poll()
+    if rc is not None:
+        raise BenchFailure(f"daemon exited with {rc}: {tail(run.log)}")
+
+
+def wait_running(run: Run, n: int, timeout: float) -> float:
+    """Seconds from the supervisor's start until n programs are alive in its tree."""
+    deadline = run.started + timeout
+    while True:
+        check_alive(run)
+        run.tree.refresh()
+        now = time.perf_counter()
+        count = len(run.tree.programs())
+        if count >= n:
+            confirmed = sum(
+                1
+                for c in psutil.Process(run.pid).children(recursive=True)
+                if c.name() == PROGRAM and c.status() != psutil.STATUS_ZOMBIE
+            )
+            if confirmed >= n:
+                return now - run.started
+        if now > deadline:
+            raise BenchFailure(f"{count}/{n} running after {timeout:g} s")
+        time.sleep(0.02)
+
+
+def wait_count(run: Run, n: int, timeout: float) -> None:
+    deadline = time.perf_counter() + timeout
+    while True:
+        check_alive(run)
+        run.tree.refresh(recheck=True)
+        count = len(run.tree.programs())
+        if count >= n:
+            return
+        if time.perf_counter() > deadline:
+            raise BenchFailure(f"back to {count}/{n} only, {timeout:g} s after a kill")
+        time.sleep(0.02)
+
+
+def daemon_processes(run: Run) -> list[psutil.Process]:
+    root = psutil.Process(run.pid)
+    helpers = [c for c in root.children(recursive=True) if c.name() not in NOT_DAEMON]
+    return [root, *helpers]
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> dict[int, float]:
+    out = {}
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        out[p.pid] = t.user + t.system
+    return out
+
+
+def delta(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(after[pid] - before[pid] for pid in after if pid in before)
+
+
+def measure_idle(run: Run, window: float) -> dict[str, Any]:
+    procs = daemon_processes(run)
+    cpu0 = cpu_seconds(procs)
+    sw0 = {p.pid: voluntary_switches(p.pid) for p in procs}
+    time.sleep(window)
+    check_alive(run)
+    cpu1 = cpu_seconds(procs)
+    sw1 = {p.pid: voluntary_switches(p.pid) for p in procs}
+    rss = threads = 0
+    for p in procs:
+        try:
+            rss += p.memory_info().rss
+            threads += p.num_threads()
+        except psutil.Error:
+            continue
+    return {
+        "idle_cpu_ms": delta(cpu0, cpu1) * 1000,
+        "wakeups_per_s": sum(sw1[p] - sw0[p] for p in sw1 if p in sw0) / window,
+        "rss": rss,
+        "threads": threads,
+        "daemon_processes": len(procs),
+    }
+
+
+def measure_respawn(run: Run, n: int, kills: int, timeout: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    missed = 0
+    for _ in range(kills):
+        wait_count(run, n, timeout)
+        victim = run.tree.programs()[0]  # the oldest: past any startsecs, so RUNNING
+        baseline = proc_pids()
+        checked: set[int] = set()
+        t0 = time.perf_counter()
+        os.kill(victim, signal.SIGKILL)
+        found = None
+        while found is None and time.perf_counter() - t0 < timeout:
+            for pid in proc_pids() - baseline - checked:
+                st = read_stat(pid)
+                if st is None:
+                    continue
+                checked.add(pid)
+                if st.state != "Z" and is_descendant(pid, run.pid):
+                    found = time.perf_counter() - t0
+                    break
+            else:
+                time.sleep(0.0005)
+        if found is None:
+            missed += 1
+        else:
+            latencies.append(found)
+        time.sleep(0.05)
+    wait_count(run, n, timeout)
+    return {
+        "respawn_ms": [x * 1000 for x in latencies],
+        "respawn_median_ms": bl.median(latencies) * 1000,
+        "respawn_p90_ms": bl.percentile(latencies, 90) * 1000,
+        "respawn_max_ms": max(latencies, default=math.nan) * 1000,
+        "respawn_missed": missed,
+    }
+
+
+def measure_stop(run: Run, timeout: float) -> dict[str, Any]:
+    run.tree.refresh(recheck=True)
+    kids = {pid for pid, st in run.tree.members.items() if st.comm == PROGRAM}
+    t0 = time.perf_counter()
+    os.kill(run.pid, signal.SIGTERM)
+    all_gone = exited = None
+    left = kids
+    while time.perf_counter() - t0 < timeout:
+        now = time.perf_counter() - t0
+        left = kids & proc_pids()
+        if all_gone is None and not left:
+            all_gone = now
+        if exited is None and run.popen.poll() is not None:
+            exited = now
+        if all_gone is not None and exited is not None:
+            break
+        time.sleep(0.005)
+    return {
+        "stop_all_s": all_gone if all_gone is not None else math.nan,
+        "daemon_exit_s": exited if exited is not None else math.nan,
+        "stop_left": len(left),
+    }
+
+
+def bench_formation(peer: str, n: int, base: Path, cfg: Config) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    run = launch(peer, base, [Program(PROGRAM, PROGRAM_CMD, n)])
+    try:
+        result["spawn_all_s"] = wait_running(run, n, timeout=cfg.spawn_timeout)
+        time.sleep(cfg.settle)
+        wait_count(run, n, timeout=10)
+        result.update(measure_idle(run, cfg.idle_window))
+        if n == cfg.respawn_n:
+            result.update(measure_respawn(run, n, cfg.kills, timeout=15))
+        result.update(measure_stop(run, timeout=30))
+    except BenchFailure as exc:
+        result["error"] = str(exc)
+    except Exception as exc:  # the bench goes on with the next supervisor
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        cleanup(run)
+    return result
+
+
+def bench_crash_loop(peer: str, base: Path, cfg: Config) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    starts = base / f"{peer}-crash-starts"
+    script = base / "crash.sh"
+    script.write_text('#!/bin/sh\necho x >> "$1"\nexit 1\n')
+    script.chmod(0o755)
+    run = launch(peer, base, [Program("crash", f"{script} {starts}", 1)])
+
+    def count() -> int:
+        try:
+            return len(starts.read_text().splitlines())
+        except FileNotFoundError:
+            return 0
+
+    try:
+        deadline = time.perf_counter() + 20
+        while count() == 0:
+            check_alive(run)
+            if time.perf_counter() > deadline:
+                raise BenchFailure("the program was not started within 20 s")
+            time.sleep(0.01)
+        procs = daemon_processes(run)
+        cpu0, n0 = cpu_seconds(procs), count()
+        time.sleep(cfg.crash_window)
+        check_alive(run)
+        cpu1, n1 = cpu_seconds(procs), count()
+        result.update(
+            crash_cpu_ms=delta(cpu0, cpu1) * 1000,
+            crash_restarts=n1 - n0,
+            crash_starts_total=n1,
+            crash_state=run.state_of("crash"),
+        )
+    except BenchFailure as exc:
+        result["error"] = str(exc)
+    except Exception as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        cleanup(run)
+    return result
+
+
+# --- set-up -------------------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    ns: list[int]
+    idle_window: float
+    crash_window: float
+    kills: int
+    settle: float
+    respawn_n: int = 100
+    spawn_timeout: float = 60.0
+    peers: list[str] = field(default_factory=lambda: list(PEER_NAMES))
+
+
+def ensure_peer_venv() -> dict[str, str]:
+    """bench/.venv-peers with supervisor and circus; their versions."""
+    py = PEER_BIN / "python"
+    if not ((PEER_BIN / "supervisord").exists() and (PEER_BIN / "circusd").exists()):
+        print(f"creating {PEER_VENV} with {', '.join(PEER_PINS)} ...", file=sys.stderr)
+        base_python = shutil.which("python3") or sys.executable
+        subprocess.run([base_python, "-m", "venv", str(PEER_VENV)], check=True, timeout=300)
+        subprocess.run(
+            [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *PEER_PINS],
+            check=True,
+            timeout=900,
+        )
+    code = "import importlib.metadata as m; print(m.version('supervisor'), m.version('circus'))"
+    out = subprocess.run(
+        [str(py), "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    return {"supervisord": out[0], "circus": out[1]}
+
+
+def lite_unavailable() -> str | None:
+    """Why our daemon cannot be benchmarked, or None when it looks runnable."""
+    if not LITE.exists():
+        return f"{LITE.relative_to(bl.REPO)} is not installed"
+    try:
+        import supervisord_lite.manifest  # noqa: F401
+    except ImportError as exc:
+        return f"cannot import supervisord_lite.manifest: {exc}"
+    try:
+        done = subprocess.run(
+            [str(LITE), "run", "--help"], capture_output=True, text=True, timeout=30
+        )
+    except subprocess.TimeoutExpired:
+        return "`supervisord-lite run --help` hung"
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["exit " + str(done.returncode)])[-1]
+        return f"`supervisord-lite run --help` fails: {last[:120]}"
+    return None
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def cell(
+    res: dict[str, Any],
+    key: str,
+    fmt: Callable[[float], str],
+    base: dict[str, Any] | None,
+    show_ratio: bool,
+) -> str:
+    value = res.get(key)
+    if value is None:
+        return "n/a"
+    text = fmt(value)
+    if show_ratio and base is not None:
+        ratio = bl.fmt_ratio(value, base.get(key))
+        if ratio:
+            text += f" ({ratio})"
+    return text
+
+
+def na_row(name: str, reason: str, width: int) -> list[str]:
+    return [name, f"n/a ({reason})"] + [""] * (width - 2)
+
+
+def render(results: dict[str, Any], cfg: Config, versions: dict[str, str], quick: bool) -> str:
+    w = cfg.idle_window
+    out = [
+        "## Daemon: supervisord-lite, supervisord and circus side by side",
+        "",
+        f"`{' '.join(['bench/daemon_bench.py', *sys.argv[1:]])}` on {bl.machine_line()}; "
+        f"supervisord {versions.get('supervisord', '?')}, circus {versions.get('circus', '?')}"
+        f"{' (--quick: shorter windows, fewer kills)' if quick else ''}. "
+        "Each supervisor runs N copies of `sleep 100000`; figures in parentheses are the "
+        "ratio to supervisord in this run. What each column means is in the script's header.",
+    ]
+    per_n = results["formation"]
+    fmt_cpu = lambda v: f"{v:.0f} ms" if v >= 10 else f"{v:.1f} ms"  # noqa: E731
+    columns: list[tuple[str, str, Callable[[float], str]]] = [
+        ("spawn all", "spawn_all_s", bl.fmt_seconds),
+        (f"idle CPU / {w:g} s", "idle_cpu_ms", fmt_cpu),
+        ("wake-ups / s", "wakeups_per_s", lambda v: f"{v:.2f}"),
+        ("RSS", "rss", bl.fmt_mb),
+        ("threads", "threads", lambda v: f"{v:.0f}"),
+        ("stop all", "stop_all_s", bl.fmt_seconds),
+        ("daemon exited", "daemon_exit_s", bl.fmt_seconds),
+    ]
+    for n in cfg.ns:
+        rows = []
+        base = per_n.get("supervisord", {}).get(str(n))
+        for peer in cfg.peers:
+            res = per_n.get(peer, {}).get(str(n), {})
+            if "error" in res and "spawn_all_s" not in res:
+                rows.append(na_row(peer, res["error"], len(columns) + 1))
+                continue
+            row = [peer] + [
+                cell(res, key, fmt, base, peer != "supervisord") for _title, key, fmt in columns
+            ]
+            if "error" in res:
+                row[0] += f" (then failed: {res['error']})"
+            rows.append(row)
+        out += ["", bl.table([f"N = {n}"] + [c[0] for c in columns], rows)]
+
+    if cfg.respawn_n in cfg.ns:
+        rows = []
+        base = per_n.get("supervisord", {}).get(str(cfg.respawn_n))
+        for peer in cfg.peers:
+            res = per_n.get(peer, {}).get(str(cfg.respawn_n), {})
+            if "respawn_median_ms" not in res:
+                rows.append(na_row(peer, res.get("error", "not measured"), 5))
+                continue
+            ratio = peer != "supervisord"
+            rows.append(
+                [
+                    peer,
+                    cell(res, "respawn_median_ms", bl.fmt_ms, base, ratio),
+                    cell(res, "respawn_p90_ms", bl.fmt_ms, base, ratio),
+                    cell(res, "respawn_max_ms", bl.fmt_ms, None, False),
+                    f"{res['respawn_missed']} of {cfg.kills}",
+                ]
+            )
+        out += [
+            "",
+            bl.table(
+                [
+                    f"N = {cfg.respawn_n}, {cfg.kills} x kill -9",
+                    "respawn median",
+                    "p90",
+                    "max",
+                    "no respawn in 15 s",
+                ],
+                rows,
+            ),
+        ]
+
+    rows = []
+    crash = results["crash"]
+    base = crash.get("supervisord")
+    for peer in cfg.peers:
+        res = crash.get(peer, {})
+        if "error" in res:
+            rows.append(na_row(peer, res["error"], 4))
+            continue
+        rows.append(
+            [
+                peer,
+                cell(res, "crash_cpu_ms", fmt_cpu, base, peer != "supervisord"),
+                str(res["crash_restarts"]),
+                res["crash_state"].replace("|", "/"),
+            ]
+        )
+    out += [
+        "",
+        bl.table(
+            [f"crash loop, {cfg.crash_window:g} s", "daemon CPU", "restarts", "state at the end"],
+            rows,
+        ),
+    ]
+    out += ["", render_targets(results, cfg)]
+    return "\n".join(out) + "\n"
+
+
+def render_targets(results: dict[str, Any], cfg: Config) -> str:
+    """Our figures against the aims of shared/PEERS.md, at the largest N measured."""
+    n = str(max(cfg.ns))
+    ours = results["formation"].get("supervisord-lite", {}).get(n, {})
+    sup = results["formation"].get("supervisord", {}).get(n, {})
+    resp = results["formation"].get("supervisord-lite", {}).get(str(cfg.respawn_n), {})
+
+    def ratio_check(key: str, limit: float) -> tuple[str, str]:
+        a, b = ours.get(key), sup.get(key)
+        if a is None or b is None or math.isnan(a) or math.isnan(b) or b == 0:
+            return "n/a", "n/a"
+        return bl.fmt_ratio(a, b), "yes" if a / b <= limit else "NO"
+
+    rows = []
+    r, ok = ratio_check("spawn_all_s", 0.25)
+    rows.append([f"spawn all {n}", "at most 0.25x supervisord", r, ok])
+    idle, wake = ours.get("idle_cpu_ms"), ours.get("wakeups_per_s")
+    if idle is None or wake is None:
+        rows.append(
+            ["idle", "near zero: CPU < 1 ms / s of window, < 0.2 wake-ups / s", "n/a", "n/a"]
+        )
+    else:
+        met = idle < cfg.idle_window and wake < 0.2
+        rows.append(
+            [
+                "idle",
+                "near zero: CPU < 1 ms / s of window, < 0.2 wake-ups / s",
+                f"{idle:.1f} ms, {wake:.2f} / s",
+                "yes" if met else "NO",
+            ]
+        )
+    med = resp.get("respawn_median_ms")
+    rows.append(
+        [
+            f"respawn median (N = {cfg.respawn_n})",
+            "under 20 ms",
+            bl.fmt_ms(med) if med is not None else "n/a",
+            "n/a" if med is None or math.isnan(med) else ("yes" if med < 20 else "NO"),
+        ]
+    )
+    r, ok = ratio_check("rss", 1.0)
+    rows.append(["RSS", "at most supervisord's", r, ok])
+    r, ok = ratio_check("stop_all_s", 0.1)
+    rows.append([f"stop all {n}", "at most 0.1x supervisord", r, ok])
+    return "Against the aims in PEERS.md:\n\n" + bl.table(
+        ["supervisord-lite", "aim", "measured", "met"], rows, right_from=2
+    )
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="N = 10, 100, 5 s windows, 5 kills: a smoke run"
+    )
+    ap.add_argument(
+        "--only",
+        action="append",
+        choices=PEER_NAMES,
+        metavar="NAME",
+        help=f"only this supervisor (repeatable): {', '.join(PEER_NAMES)}",
+    )
+    ap.add_argument(
+        "--save", action="store_true", help="save to docs/benchmarks.md even with --quick or --only"
+    )
+    ap.add_argument("--no-save", action="store_true", help="only print")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.quick:
+        cfg = Config(ns=[10, 100], idle_window=5, crash_window=10, kills=5, settle=1.5)
+    else:
+        cfg = Config(ns=[10, 100, 500], idle_window=20, crash_window=20, kills=20, settle=3)
+    if args.only:
+        cfg.peers = [p for p in PEER_NAMES if p in args.only]
+    save = not args.no_save and (args.save or not (args.quick or args.only))
+
+    # supervisord asks for 8192 fds for 500 children with pipes and log files
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 16384 if hard == resource.RLIM_INFINITY else min(hard, 16384)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    t_start = time.monotonic()
+    versions: dict[str, str] = {}
+    skip: dict[str, str] = {}
+    if {"supervisord", "circus"} & set(cfg.peers):
+        try:
+            versions = ensure_peer_venv()
+        except (subprocess.SubprocessError, OSError) as exc:
+            for p in ("supervisord", "circus"):
+                skip[p] = f"peer venv: {exc}"
+    if "supervisord-lite" in cfg.peers:
+        reason = lite_unavailable()
+        if reason:
+            skip["supervisord-lite"] = reason
+
+    results: dict[str, Any] = {
+        "formation": {},
+        "crash": {},
+        "config": cfg.__dict__,
+        "versions": versions,
+    }
+    base = Path(tempfile.mkdtemp(prefix="daemon-bench-"))
+    try:
+        for n in cfg.ns:
+            for peer in cfg.peers:
+                if peer in skip:
+                    res: dict[str, Any] = {"error": skip[peer]}
+                else:
+                    print(f"{peer}, N = {n} ...", file=sys.stderr, flush=True)
+                    res = bench_formation(peer, n, base, cfg)
+                print(f"  {peer} N={n}: {summary(res)}", file=sys.stderr, flush=True)
+                results["formation"].setdefault(peer, {})[str(n)] = res
+        for peer in cfg.peers:
+            if peer in skip:
+                res = {"error": skip[peer]}
+            else:
+                print(f"{peer}, crash loop ...", file=sys.stderr, flush=True)
+                res = bench_crash_loop(peer, base, cfg)
+            print(f"  {peer} crash loop: {summary(res)}", file=sys.stderr, flush=True)
+            results["crash"][peer] = res
+    finally:
+        for run in RUNS:
+            cleanup(run)
+        shutil.rmtree(base, ignore_errors=True)
+
+    text = render(results, cfg, versions, args.quick)
+    print(text)
+    print(f"(bench took {time.monotonic() - t_start:.0f} s)", file=sys.stderr)
+    bl.OUT.mkdir(parents=True, exist_ok=True)
+    name = "daemon_bench" + ("_quick" if args.quick else "") + ".json"
+    (bl.OUT / name).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    if save:
+        print(f"saved to {bl.save_section('daemon', text)}", file=sys.stderr)
+    return 0
+
+
+def summary(res: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in res.items()
+        if k != "respawn_ms"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
