@@ -16,9 +16,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from supervisord_lite import fsatomic
 from supervisord_lite.brr import activate as act
 from supervisord_lite.brr import build as bld
-from supervisord_lite.brr import inspect, maintenance
+from supervisord_lite.brr import importers, inspect, maintenance
 from supervisord_lite.brr import releases as rel
 from supervisord_lite.errors import BadInput, BrrError
 from supervisord_lite.layout import DeployRoot, resolve_root
@@ -94,6 +95,16 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", parents=c, help="remove old releases and unused builds")
     p.add_argument("--keep", type=int, required=True, metavar="N")
     sub.add_parser("verify", parents=c, help="recompute every digest")
+    p = sub.add_parser("import", parents=c, help="a brr.yaml from a Procfile or supervisord.conf")
+    isub = p.add_subparsers(dest="import_command", required=True, parser_class=Parser)
+    q = isub.add_parser("procfile", parents=c, help="honcho/foreman Procfile (+ .env)")
+    q.add_argument("file", nargs="?", type=Path, default=Path("Procfile"))
+    q.add_argument("--env", type=Path, dest="env_file", metavar="FILE")
+    r = isub.add_parser("supervisord", parents=c, help="supervisord.conf [program:x] sections")
+    r.add_argument("file", type=Path)
+    for q in isub.choices.values():
+        q.add_argument("-o", "--output", type=Path, help="write brr.yaml here, not stdout")
+        q.add_argument("--force", action="store_true", help="overwrite --output")
     return parser
 
 
@@ -245,6 +256,29 @@ def cmd_verify(root: DeployRoot, args: argparse.Namespace) -> Result:
     return report.to_data(), "\n".join(lines), 0 if not report.problems else 1
 
 
+def cmd_import(args: argparse.Namespace) -> Result:
+    if args.import_command == "procfile":
+        imported = importers.import_procfile(args.file, args.env_file)
+    else:
+        imported = importers.import_supervisord(args.file)
+    importers.checked(imported, str(args.file))
+    for line in imported.warnings:
+        print(f"{PROG}: warning: {line}", file=sys.stderr)
+    for line in imported.hints:
+        print(f"{PROG}: hint: {line}", file=sys.stderr)
+    text = imported.to_yaml(str(args.file))
+    data = {"declaration": imported.declaration, "warnings": imported.warnings}
+    if args.output is not None:
+        if args.output.exists() and not args.force:
+            raise BadInput(f"{args.output} exists (pass --force to overwrite)")
+        fsatomic.write_file(args.output.absolute(), text.encode())
+        data["output"] = str(args.output)
+        return data, f"wrote {args.output}", 0
+    return data, text.rstrip("\n"), 0
+
+
+ROOTLESS: dict[str, Callable[[argparse.Namespace], Result]] = {"import": cmd_import}
+
 COMMANDS: dict[str, Callable[[DeployRoot, argparse.Namespace], Result]] = {
     "init": cmd_init,
     "build": cmd_build,
@@ -265,8 +299,11 @@ COMMANDS: dict[str, Callable[[DeployRoot, argparse.Namespace], Result]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = make_parser().parse_args(argv)
-        root = resolve_root(getattr(args, "root", None))
-        data, text, code = COMMANDS[args.command](root, args)
+        if args.command in ROOTLESS:
+            data, text, code = ROOTLESS[args.command](args)
+        else:
+            root = resolve_root(getattr(args, "root", None))
+            data, text, code = COMMANDS[args.command](root, args)
     except BrrError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code
