@@ -141,7 +141,8 @@ class DeployRoot:
         SIGKILL never leaves the root locked.
         """
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o660)
+        # read-only is enough for flock, and works for every user of a shared root
+        fd = os.open(self.lock_file, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o660)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

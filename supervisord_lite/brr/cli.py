@@ -9,7 +9,9 @@ operation failed, 2 bad usage or bad input, always with one line on stderr
 from __future__ import annotations
 
 import argparse
+import grp
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -58,7 +60,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser = Parser(prog=PROG, parents=[common()], description="Build and release stages.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     c = [common()]
-    sub.add_parser("init", parents=c, help="create the deploy root layout")
+    p = sub.add_parser("init", parents=c, help="create the deploy root layout")
+    p.add_argument("--group", help="share the root with this group (a deploy user's)")
     p = sub.add_parser("build", parents=c, help="build a source tree")
     p.add_argument("src", type=Path)
     p = sub.add_parser("release", parents=c, help="a new release of a build")
@@ -118,7 +121,28 @@ def cmd_init(root: DeployRoot, args: argparse.Namespace) -> Result:
         d.mkdir(parents=True, exist_ok=True)
     with root.locked():
         root.ledger.touch(mode=0o640, exist_ok=True)
-    return {"root": str(root.path)}, f"initialized {root.path}", 0
+        if args.group:
+            share_with_group(root, args.group)
+    note = f" (shared with group {args.group})" if args.group else ""
+    return {"root": str(root.path), "group": args.group}, f"initialized {root.path}{note}", 0
+
+
+def share_with_group(root: DeployRoot, group: str) -> None:
+    """Let every member of group write releases: setgid directories, group-writable files.
+
+    New entries inherit the group through the setgid bit; the daemon's user, also a
+    member, reads manifests (0640) through it.
+    """
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise BadInput(f"no such group: {group}") from None
+    for d in (root.path, root.builds, root.releases, root.run_dir, root.logs):
+        os.chown(d, -1, gid)
+        os.chmod(d, 0o2775)
+    for f in (root.ledger, root.lock_file):
+        os.chown(f, -1, gid)
+        os.chmod(f, 0o660)
 
 
 def cmd_build(root: DeployRoot, args: argparse.Namespace) -> Result:

@@ -174,3 +174,20 @@ def test_verify_finds_tampering(root: Path, app: Path) -> None:
     assert f"build {bid}: app/ does not match its digest" in proc.stdout
     assert "release v2:" in proc.stdout and "digest" in proc.stdout
     assert "release v1" not in proc.stdout
+
+
+def test_init_group_shares_the_root(tmp_path: Path) -> None:
+    import grp
+    import stat
+
+    root = tmp_path / "shared"
+    run_brr(root, "init", "--group", "daemon")
+    gid = grp.getgrnam("daemon").gr_gid
+    for d in ("", "builds", "releases", "run", "logs"):
+        st = (root / d).stat()
+        assert st.st_gid == gid and st.st_mode & stat.S_ISGID and st.st_mode & 0o070 == 0o070, d
+    for f in ("ledger.jsonl", "run/lock"):
+        st = (root / f).stat()
+        assert st.st_gid == gid and stat.S_IMODE(st.st_mode) == 0o660, f
+    proc = run_brr(tmp_path / "other", "init", "--group", "no-such-group-here", check=False)
+    assert proc.returncode == 2 and "no such group" in proc.stderr
