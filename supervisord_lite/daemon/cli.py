@@ -1,0 +1,123 @@
+"""`supervisord-lite`: the `run` subcommand here, the control-client subcommands in ctl.py.
+
+`run` stays in the foreground (systemd's way). Its order at start matters: hold the
+daemon lock first (so a second daemon is refused before it touches anything), then kill
+what a SIGKILLed predecessor left (reaper.kill_previous), then read the release (so exit
+78 leaves nothing running), then become a subreaper and enter the event loop.
+Exit codes: 0 after a clean shutdown, 1 when another daemon holds the root, 2 for bad
+usage (no root), 78 when there is no release to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+import anyio
+
+from supervisord_lite.daemon.main import Daemon, load_first
+from supervisord_lite.daemon.output import Output
+from supervisord_lite.daemon.pidfile import hold_daemon_lock
+from supervisord_lite.daemon.process import Services
+from supervisord_lite.daemon.ready import ReadyRegistry
+from supervisord_lite.daemon.reaper import Reaper, become_subreaper, kill_previous
+from supervisord_lite.daemon.spawn import base_env
+from supervisord_lite.errors import BrrError, ConfigMissing
+from supervisord_lite.layout import resolve_root
+
+PROG = "supervisord-lite"
+
+
+def client_module() -> ModuleType | None:
+    """ctl.py, the control-client subcommands, once it exists."""
+    try:
+        return importlib.import_module("supervisord_lite.daemon.ctl")
+    except ModuleNotFoundError:
+        return None
+
+
+class OutputHandler(logging.Handler):
+    """The daemon's own log lines go to the same ordered stream as its children's."""
+
+    def __init__(self, output: Output) -> None:
+        super().__init__()
+        self.output = output
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.output.emit(PROG, self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="the run stage: supervise a release")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the daemon in the foreground")
+    run.add_argument("--root", help="deploy root (default: $BRR_ROOT)")
+    run.add_argument(
+        "--pass-env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also give children this variable of the daemon's environment",
+    )
+    run.add_argument(
+        "--max-backoff",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="cap of the restart backoff (default 30)",
+    )
+    ctl = client_module()
+    if ctl is not None:
+        ctl.add_client_commands(sub)
+    return parser
+
+
+def run_daemon(args: argparse.Namespace) -> int:
+    root = resolve_root(args.root)
+    if not root.path.is_dir():
+        raise ConfigMissing(f"deploy root {root.path} does not exist")
+    output = Output()
+    handler = OutputHandler(output)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    with hold_daemon_lock(root):
+        reaper = Reaper(root.run_dir / "children.json")
+        killed = kill_previous(root.run_dir / "children.json", root.builds)
+        if killed:
+            logging.getLogger(PROG).warning("killed %d process(es) a previous daemon left", killed)
+        release = load_first(root)
+        become_subreaper()
+        services = Services(
+            root=root,
+            output=output,
+            reaper=reaper,
+            ready=ReadyRegistry(),
+            base_env=base_env(os.environ, args.pass_env),
+            max_backoff=args.max_backoff,
+        )
+        anyio.run(Daemon(root, services).run, release)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return run_daemon(args)
+        ctl = client_module()
+        assert ctl is not None
+        code: int = ctl.run_client_command(args)
+        return code
+    except BrrError as exc:
+        print(f"{PROG}: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

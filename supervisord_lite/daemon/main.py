@@ -1,0 +1,261 @@
+"""The daemon: the root task group, the one request stream, and the control target.
+
+Task tree (structured concurrency: cancellation is the stop path):
+
+    root        output writer, reaper (SIGCHLD, children.json), signals, control socket,
+                systemd watchdog
+      gens      one task per live generation -> one task per process -> output pump
+      loop      the supervisor: first start, then one reload at a time
+
+Every trigger of a reload (SIGHUP, the control socket's `reload`) calls request_reload(),
+which only sets a flag in the Inbox and wakes the loop; a burst that arrives while a
+switch runs folds into exactly one more reload after it. The signal task only hands
+signals on; it does no work in signal context (anyio delivers them to a task already).
+
+Shutdown (SIGTERM, SIGINT, `shutdown`): the loop is cancelled wherever it is (even
+mid-switch), then every live generation is stopped at once, in parallel, then the root
+group is cancelled, which flushes the output.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from supervisord_lite.daemon.generation import Generation, NotReady
+from supervisord_lite.daemon.notify import SystemdNotifier, run_watchdog
+from supervisord_lite.daemon.output import Output
+from supervisord_lite.daemon.process import Process, Services
+from supervisord_lite.daemon.states import ProcState
+from supervisord_lite.daemon.status import Rejection, SwitchRecord, snapshot, status_text
+from supervisord_lite.daemon.switch import switch
+from supervisord_lite.errors import BrrError, ConfigMissing
+from supervisord_lite.fsatomic import replace_symlink
+from supervisord_lite.layout import DeployRoot
+from supervisord_lite.manifest import Release, load_release
+
+log = logging.getLogger("supervisord_lite.daemon")
+
+
+class Inbox:
+    """A one-slot stream of reload requests: any number of puts fold into one get."""
+
+    def __init__(self) -> None:
+        self._pending = False
+        self._event = anyio.Event()
+
+    def put(self) -> None:
+        self._pending = True
+        self._event.set()
+
+    async def get(self) -> None:
+        while not self._pending:
+            self._event = anyio.Event()
+            await self._event.wait()
+        self._pending = False
+
+
+def load_manifest(link: Path, root: DeployRoot) -> Release:
+    """The release a symlink (current, last-good) names; ValidationError when unusable."""
+    return load_release(Path(os.path.realpath(link)) / "release.yaml", builds_dir=root.builds)
+
+
+def load_first(root: DeployRoot) -> Release:
+    """current, else run/last-good (loudly); ConfigMissing when neither is usable."""
+    try:
+        return load_manifest(root.current, root)
+    except BrrError as exc:
+        problem = exc.message
+    if not os.path.lexists(root.last_good):
+        raise ConfigMissing(f"no release to run: {problem}; and no {root.last_good}")
+    try:
+        release = load_manifest(root.last_good, root)
+    except BrrError as exc:
+        raise ConfigMissing(f"no release to run: {problem}; last-good: {exc.message}") from None
+    log.error("current is unusable (%s); FALLING BACK to last-good %s", problem, release.id)
+    return release
+
+
+class Daemon:
+    """The run stage of one root; implements control.ControlTarget."""
+
+    def __init__(self, root: DeployRoot, services: Services) -> None:
+        self.root = root
+        self.services = services
+        self.output: Output = services.output
+        self.notifier = SystemdNotifier.from_environ()
+        self.state = "starting"
+        self.active: Generation | None = None
+        self.generations: list[Generation] = []
+        self.last_switch: SwitchRecord | None = None
+        self.rejected: Rejection | None = None
+        self._inbox = Inbox()
+        self._shutdown = anyio.Event()
+        self._gens: anyio.abc.TaskGroup | None = None
+
+    # --- the tree -------------------------------------------------------------------------
+
+    async def run(self, first: Release) -> None:
+        """Run until shutdown; every process is stopped when this returns."""
+        async with anyio.create_task_group() as root_tg:
+            root_tg.start_soon(self.output.run_writer)
+            root_tg.start_soon(self.services.reaper.run)
+            root_tg.start_soon(self._run_signals)
+            root_tg.start_soon(run_watchdog, self.notifier, lambda: True)
+            await self._start_control(root_tg)
+            async with anyio.create_task_group() as gens:
+                self._gens = gens
+                async with anyio.create_task_group() as loop:
+                    loop.start_soon(self._run_loop, first)
+                    await self._shutdown.wait()
+                    loop.cancel_scope.cancel()
+                self.state = "stopping"
+                log.info("stopping every process")
+                self.notifier.stopping()
+                async with anyio.create_task_group() as stopping:
+                    for generation in list(self.generations):
+                        stopping.start_soon(self.retire_generation, generation)
+            log.info("all stopped; exiting")
+            root_tg.cancel_scope.cancel()
+
+    async def _start_control(self, tg: anyio.abc.TaskGroup) -> None:
+        try:
+            control = importlib.import_module("supervisord_lite.daemon.control")
+        except ModuleNotFoundError:  # the control socket lands in its own module
+            log.warning("no control module: control socket disabled")
+            return
+        await tg.start(control.serve_control, self.root.control_socket, self)
+
+    async def _run_signals(self) -> None:
+        wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+        with anyio.open_signal_receiver(*wanted) as signals:
+            async for signum in signals:
+                match signum:
+                    case signal.SIGTERM | signal.SIGINT:
+                        self.request_shutdown()
+                    case signal.SIGHUP:
+                        self.request_reload()
+                    case signal.SIGUSR1:
+                        self.output.reopen()
+
+    async def _run_loop(self, first: Release) -> None:
+        generation = await self.start_generation(first)
+        self.active = generation
+        log.info("running %s (build %s)", first.id, first.build)
+        try:
+            await generation.wait_ready()
+            self._mark_good(first)
+        except NotReady as exc:
+            log.error("%s is not ready: %s", first.id, exc)
+        self.state = "running"
+        self.notifier.ready()
+        self.notifier.status(status_text(self.state, self.active))
+        while True:
+            await self._inbox.get()
+            await self._reload()
+
+    async def _reload(self) -> None:
+        try:
+            new = load_manifest(self.root.current, self.root)
+        except BrrError as exc:
+            kept = self.active.release.id if self.active else None
+            log.error("reload: current is invalid, keeping %s: %s", kept, exc.message)
+            self.rejected = Rejection(time.time(), self.root.current_release_id(), exc.message)
+            return
+        old = self.active.release if self.active else None
+        if old is not None and (old.id, old.digest) == (new.id, new.digest):
+            log.info("reload: %s already runs", new.id)
+            return
+        self.state = "switching"
+        self.notifier.reloading()
+        try:
+            self.last_switch = await switch(self, new)
+        finally:
+            self.state = "running"
+        if self.last_switch.ok:
+            self._mark_good(new)
+        self.notifier.ready()
+        self.notifier.status(status_text(self.state, self.active))
+
+    def _mark_good(self, release: Release) -> None:
+        try:
+            replace_symlink(self.root.last_good, f"../releases/{release.id}")
+        except OSError as exc:
+            log.error("cannot update %s: %s", self.root.last_good, exc.strerror)
+
+    # --- switch.Host ------------------------------------------------------------------
+
+    async def start_generation(self, release: Release) -> Generation:
+        assert self._gens is not None
+        generation = Generation(release, self.services)
+        self.generations.append(generation)
+        await self._gens.start(generation.run)
+        return generation
+
+    async def retire_generation(self, generation: Generation) -> None:
+        await generation.stop()
+        if generation in self.generations:
+            self.generations.remove(generation)
+
+    # --- control.ControlTarget ----------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return snapshot(
+            state=self.state,
+            active=self.active,
+            generations=self.generations,
+            last_switch=self.last_switch,
+            rejected=self.rejected,
+        )
+
+    def request_reload(self) -> None:
+        self._inbox.put()
+
+    def request_shutdown(self) -> None:
+        self._shutdown.set()
+
+    async def restart(self, target: str | None) -> list[str]:
+        generation, procs = self._targets(target)
+        for proc in procs:
+            proc.request_stop()
+        await self._wait_stopped(generation, procs)
+        for proc in procs:
+            proc.request_start()
+        return [p.name for p in procs]
+
+    async def stop(self, target: str | None) -> list[str]:
+        generation, procs = self._targets(target)
+        for proc in procs:
+            proc.request_stop()
+        await self._wait_stopped(generation, procs)
+        return [p.name for p in procs]
+
+    async def start(self, target: str | None) -> list[str]:
+        _, procs = self._targets(target)
+        for proc in procs:
+            proc.request_start()
+        return [p.name for p in procs]
+
+    def log_tail(self, name: str | None, n: int) -> list[str]:
+        return self.output.tail(name, n)
+
+    def subscribe_logs(self, name: str | None) -> anyio.abc.ObjectReceiveStream[str]:
+        return self.output.follow(name)
+
+    def _targets(self, target: str | None) -> tuple[Generation, list[Process]]:
+        if self.active is None:
+            raise LookupError("no release is running")
+        return self.active, self.active.find(target)
+
+    @staticmethod
+    async def _wait_stopped(generation: Generation, procs: list[Process]) -> None:
+        while not all(p.state is ProcState.STOPPED for p in procs):
+            await generation.wait_changed()

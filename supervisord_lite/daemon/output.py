@@ -1,0 +1,171 @@
+"""Child output -> `web.1 | line` on the daemon's stdout, rings for `logs`, live followers.
+
+Choices, and what was rejected:
+- One reader task per child, reading its non-blocking pipe after `anyio.wait_readable`,
+  at most CHUNK bytes per wake-up: a flooding child gets its turn like every other and
+  cannot starve them. A line longer than MAX_LINE is cut there and the rest of it
+  dropped (marked), so a 10 MB line costs 64 KiB of memory, not 10 MB.
+- The daemon never blocks on its own stdout: lines are queued in memory and one writer
+  task hands them to a worker thread in batches. If stdout is slower than the children
+  (a stuck journald, a paused terminal), the queue is capped and the excess lines are
+  dropped and counted, rather than stalling every child behind one slow reader.
+  Setting fd 1 non-blocking was rejected: the flag belongs to the open file description,
+  which a shell or systemd shares with us.
+- Rings (per process and one for all) hold recent lines for `logs -n`; followers of
+  `logs -f` get a bounded stream fed with send_nowait; one that falls behind loses
+  lines, it never slows the daemon.
+- SIGUSR1 reopens log files: there are none yet (logging to ROOT/logs is not written),
+  so `reopen` is the hook for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import deque
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectSendStream
+
+CHUNK = 64 * 1024
+MAX_LINE = 64 * 1024
+RING = 1000
+MAX_QUEUED = 8 * 1024 * 1024
+FOLLOW_BUFFER = 1000
+
+
+class Output:
+    """Every line of every child passes through `emit`."""
+
+    def __init__(self, fd: int = 1) -> None:
+        self._fd = fd
+        self._rings: dict[str, deque[str]] = {}
+        self._all: deque[str] = deque(maxlen=RING)
+        self._followers: list[tuple[str | None, MemoryObjectSendStream[str]]] = []
+        self._queue: list[bytes] = []
+        self._queued = 0
+        self._dropped = 0
+        self._wake = anyio.Event()
+
+    # --- producers ---------------------------------------------------------------------
+
+    def emit(self, name: str, text: str) -> None:
+        line = f"{name} | {text}"
+        self._rings.setdefault(name, deque(maxlen=RING)).append(line)
+        self._all.append(line)
+        self._enqueue(line)
+        if self._followers:
+            self._feed(name, line)
+
+    async def pump(self, name: str, fd: int) -> None:
+        """Read the child's output until EOF; closes fd. Cancellation is the way out too."""
+        partial = bytearray()
+        cut = False  # inside an over-long line whose rest we drop
+        try:
+            while True:
+                await anyio.wait_readable(fd)
+                try:
+                    data = os.read(fd, CHUNK)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    break
+                lines = data.split(b"\n")
+                for piece in lines[:-1]:
+                    if not cut:
+                        partial += piece
+                        self.emit(name, self._decode(partial))
+                    partial.clear()
+                    cut = False
+                if not cut:
+                    partial += lines[-1]
+                    if len(partial) > MAX_LINE:
+                        self.emit(name, self._decode(partial[:MAX_LINE]) + " [line cut]")
+                        partial.clear()
+                        cut = True
+            if partial and not cut:
+                self.emit(name, self._decode(partial))
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _decode(data: bytes | bytearray) -> str:
+        return bytes(data).decode("utf-8", "replace").rstrip("\r")
+
+    # --- the writer ----------------------------------------------------------------------
+
+    def _enqueue(self, line: str) -> None:
+        data = (line + "\n").encode("utf-8", "replace")
+        if self._queued + len(data) > MAX_QUEUED:
+            self._dropped += 1
+            return
+        self._queue.append(data)
+        self._queued += len(data)
+        self._wake.set()
+
+    async def run_writer(self) -> None:
+        """Write queued lines to the daemon's stdout until cancelled, then flush."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                batch = self._take()
+                await anyio.to_thread.run_sync(self._write, batch)
+        finally:
+            with contextlib.suppress(OSError):
+                self._write(self._take())
+
+    def _take(self) -> bytes:
+        if self._dropped:
+            note = f"supervisord-lite | stdout too slow: dropped {self._dropped} lines\n"
+            self._queue.append(note.encode())
+            self._dropped = 0
+        batch = b"".join(self._queue)
+        self._queue.clear()
+        self._queued = 0
+        return batch
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self._fd, view) :]
+            except BlockingIOError:
+                continue
+
+    def reopen(self) -> None:
+        """SIGUSR1: reopen log files (none are kept yet)."""
+
+    # --- readers -------------------------------------------------------------------------
+
+    def tail(self, name: str | None, n: int) -> list[str]:
+        """The last n lines of a process, of a type (`web`), or of all (None)."""
+        if n <= 0:
+            return []
+        if name is None:
+            return list(self._all)[-n:]
+        if name in self._rings:
+            return list(self._rings[name])[-n:]
+        prefix = name + "."
+        return [line for line in self._all if line.startswith(prefix)][-n:]
+
+    def follow(self, name: str | None) -> anyio.abc.ObjectReceiveStream[str]:
+        """New lines from now on; the stream is dropped when its reader closes it."""
+        send, receive = anyio.create_memory_object_stream[str](FOLLOW_BUFFER)
+        self._followers.append((name, send))
+        return receive
+
+    def _feed(self, name: str, line: str) -> None:
+        keep: list[tuple[str | None, MemoryObjectSendStream[str]]] = []
+        for wanted, stream in self._followers:
+            if wanted is None or wanted == name or name.startswith(wanted + "."):
+                try:
+                    stream.send_nowait(line)
+                except anyio.WouldBlock:
+                    pass  # a slow follower loses lines
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    stream.close()
+                    continue
+            keep.append((wanted, stream))
+        self._followers = keep

@@ -1,0 +1,172 @@
+"""Spawning one child: spec -> argv, env, cwd, fds (pure), then posix_spawn and a pidfd.
+
+Choices, and what was rejected:
+- os.posix_spawn, not subprocess or anyio.open_process. On 3.11 asyncio's child watcher
+  blocks one thread in waitpid per child (500 processes, 500 threads), and open_process
+  cannot place sockets at fd 3, 4, ... posix_spawn (vfork + exec in glibc) can: its
+  file_actions dup2 the output pipe to 1 and 2 and the sockets to 3.., and setsid=True
+  gives the child its own session and process group (pgid == pid).
+- The exit is awaited on a pidfd (`anyio.wait_readable`), then reaped with
+  waitpid(pid): no thread, no SIGCHLD handler, no waitpid(-1). The one task that spawned
+  a child is the one that awaits it (process.py).
+- posix_spawn has no chdir (glibc's addchdir_np is not exposed by Python 3.11), so the
+  `/bin/sh -c` that SPEC asks for anyway does the `cd`, and `export LISTEN_PID=$$` before
+  `exec` gives LISTEN_PID the child's own pid (exec keeps the shell's pid).
+- stdout and stderr share one pipe: one reader per child instead of two, and their lines
+  stay in the order the child wrote them.
+- Signals the daemon ignores (Python ignores SIGPIPE) would be inherited across exec;
+  setsigdef puts them back to their defaults, and setsigmask clears the mask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+
+from supervisord_lite.manifest import ProcessSpec, Release
+
+BASE_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ")
+SHELL = "/bin/sh"
+SHIM = 'cd -- "$1" || exit 127\nshift\n'
+LISTEN_SHIM = "export LISTEN_PID=$$\n"
+RESET_SIGNALS = (
+    signal.SIGPIPE,
+    signal.SIGXFSZ,
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGCHLD,
+)
+
+
+@dataclass(frozen=True)
+class SpawnPlan:
+    """Everything needed to start one child; built without touching the OS."""
+
+    name: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    cwd: Path
+    fds: tuple[int, ...] = ()  # daemon-side fds to place at 3, 4, ... in the child
+
+
+def base_env(environ: Mapping[str, str], pass_env: Sequence[str]) -> dict[str, str]:
+    """The small part of the daemon's environment a child may see."""
+    return {k: environ[k] for k in (*BASE_ENV, *pass_env) if k in environ}
+
+
+def child_env(
+    base: Mapping[str, str],
+    release: Release,
+    spec: ProcessSpec,
+    index: int,
+    *,
+    socket_names: Sequence[str] = (),
+    notify_address: str | None = None,
+) -> dict[str, str]:
+    """The environment of `<type>.<index>`: base, config, type env, then ours on top."""
+    env = {**base, **release.config, **spec.env}
+    if spec.port is not None:
+        env["PORT"] = str(spec.port + index - 1)
+    env["BRR_RELEASE"] = release.id
+    env["BRR_BUILD"] = release.build
+    env["BRR_PROCESS"] = f"{spec.type}.{index}"
+    if socket_names:
+        env["LISTEN_FDS"] = str(len(socket_names))
+        env["LISTEN_FDNAMES"] = ":".join(socket_names)
+    if notify_address is not None:
+        env["NOTIFY_SOCKET"] = notify_address
+    return env
+
+
+def shell_argv(cmd: str, cwd: Path, *, listen: bool) -> tuple[str, ...]:
+    script = SHIM + (LISTEN_SHIM if listen else "") + "exec " + cmd
+    return (SHELL, "-c", script, "sh", str(cwd))
+
+
+def plan(
+    name: str, cmd: str, env: Mapping[str, str], cwd: Path, fds: Sequence[int] = ()
+) -> SpawnPlan:
+    return SpawnPlan(name, shell_argv(cmd, cwd, listen=bool(fds)), env, cwd, tuple(fds))
+
+
+@dataclass
+class Child:
+    """A spawned child: its pid (== pgid), the read end of its output, its pidfd."""
+
+    pid: int
+    output_fd: int
+    pidfd: int
+    exit_code: int | None = None
+    exited: anyio.Event = field(default_factory=anyio.Event)
+
+    async def wait(self) -> int:
+        """Wait for the exit and reap it; the exit code (-N for signal N).
+
+        Only the task that spawned the child may call this. Cancellation leaves it
+        unreaped; `reap_now` is the shielded way out.
+        """
+        if self.exit_code is None:
+            await anyio.wait_readable(self.pidfd)
+            self._reap(0)
+            self.exited.set()
+        assert self.exit_code is not None
+        return self.exit_code
+
+    def reap_now(self) -> None:
+        """SIGKILL the group and reap, blocking: only for a task being torn down."""
+        if self.exit_code is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+            self._reap(0)
+
+    def _reap(self, flags: int) -> None:
+        try:
+            _, status = os.waitpid(self.pid, flags)
+            self.exit_code = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            self.exit_code = -signal.SIGKILL  # reaped by someone else: should not happen
+        os.close(self.pidfd)
+
+
+def spawn(p: SpawnPlan) -> Child:
+    """Start the child in its own session. Raises OSError when it cannot be started."""
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3 + len(p.fds)) for fd in p.fds]
+    actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = [
+        (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, write_fd, 1),
+        (os.POSIX_SPAWN_DUP2, write_fd, 2),
+    ]
+    # sources first moved above the targets so that no dup2 overwrites a later source
+    actions += [(os.POSIX_SPAWN_DUP2, src, 3 + i) for i, src in enumerate(moved)]
+    try:
+        pid = os.posix_spawn(
+            SHELL,
+            list(p.argv),
+            dict(p.env),
+            file_actions=actions,
+            setsid=True,
+            setsigdef=RESET_SIGNALS,
+            setsigmask=(),
+        )
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+        for fd in moved:
+            os.close(fd)
+    os.set_blocking(read_fd, False)
+    # a pidfd of a zombie is fine: nobody else reaps our children (reaper.py)
+    return Child(pid, read_fd, os.pidfd_open(pid))

@@ -1,0 +1,80 @@
+"""Switching between generations: start-first or stop-first, keeping the old on failure.
+
+A switch never edits a live generation: it starts a whole new one and retires the old
+one, or gives the new one up. start-first keeps the old release serving until every new
+process is RUNNING (its readiness check passed); at the first failed start of a new
+process (an exit, a ready timeout) the new generation is stopped and the old one never
+noticed anything. stop-first stops the old release first (for apps that cannot run two
+copies at once); if the new one then fails, a fresh generation of the old release is
+started, because leaving the host with nothing running is the one outcome an operator
+would not expect.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Protocol
+
+from supervisord_lite.daemon.generation import Generation, NotReady
+from supervisord_lite.daemon.status import SwitchRecord
+from supervisord_lite.manifest import Release
+
+log = logging.getLogger(__name__)
+
+
+class Host(Protocol):
+    """What a switch needs from the daemon: starting, retiring and naming generations."""
+
+    active: Generation | None
+
+    async def start_generation(self, release: Release) -> Generation: ...
+
+    async def retire_generation(self, generation: Generation) -> None: ...
+
+
+async def switch(host: Host, new: Release) -> SwitchRecord:
+    """Replace the active generation with one of new; the record says how it went."""
+    old = host.active
+    from_id = old.release.id if old else None
+    started = time.monotonic()
+    log.info("switch %s -> %s (%s)", from_id, new.id, new.switch)
+    try:
+        if new.switch == "stop-first":
+            await stop_first(host, old, new)
+        else:
+            await start_first(host, old, new)
+    except NotReady as exc:
+        error = f"{new.id} failed to start: {exc}"
+        log.error("switch %s -> %s failed, %s keeps running: %s", from_id, new.id, from_id, exc)
+        return SwitchRecord(from_id, new.id, False, error, time.monotonic() - started, time.time())
+    seconds = time.monotonic() - started
+    log.info("switch %s -> %s done in %.2f s", from_id, new.id, seconds)
+    return SwitchRecord(from_id, new.id, True, None, seconds, time.time())
+
+
+async def start_first(host: Host, old: Generation | None, new: Release) -> None:
+    generation = await host.start_generation(new)
+    try:
+        await generation.wait_ready()
+    except NotReady:
+        await host.retire_generation(generation)
+        raise
+    host.active = generation
+    if old is not None:
+        await host.retire_generation(old)
+
+
+async def stop_first(host: Host, old: Generation | None, new: Release) -> None:
+    if old is not None:
+        await host.retire_generation(old)
+    generation = await host.start_generation(new)
+    host.active = generation
+    try:
+        await generation.wait_ready()
+    except NotReady:
+        await host.retire_generation(generation)
+        if old is not None:
+            log.warning("stop-first switch failed: starting %s again", old.release.id)
+            host.active = await host.start_generation(old.release)
+        raise
