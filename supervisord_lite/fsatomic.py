@@ -8,6 +8,7 @@ power) sees the old thing or the new one, never half of one. Temp names start wi
 
 from __future__ import annotations
 
+import ctypes
 import os
 import secrets
 import shutil
@@ -49,7 +50,14 @@ def write_file(path: Path, data: bytes, *, mode: int = 0o644) -> None:
 
 
 def fsync_tree(top: Path) -> None:
-    """fsync every regular file and directory under top, deepest first."""
+    """Make every file and directory under top durable.
+
+    syncfs(2) flushes the whole filesystem in one call: for a build of 20,000 files that
+    is one syscall instead of 20,000 fsyncs (seconds instead of tens of seconds). Where
+    it is missing, fall back to fsync of each entry, deepest first.
+    """
+    if syncfs(top):
+        return
     for dirpath, _dirnames, filenames in os.walk(top, topdown=False):
         for name in filenames:
             p = os.path.join(dirpath, name)
@@ -60,6 +68,20 @@ def fsync_tree(top: Path) -> None:
                 finally:
                     os.close(fd)
         fsync_dir(Path(dirpath))
+
+
+def syncfs(path: Path) -> bool:
+    """syncfs(2) on the filesystem holding path; False where it is unavailable."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = libc.syncfs
+    except (OSError, AttributeError):
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return bool(call(fd) == 0)
+    finally:
+        os.close(fd)
 
 
 def publish_dir(tmp: Path, final: Path) -> bool:
