@@ -103,8 +103,9 @@ def run_daemon(args: argparse.Namespace) -> int:
             base_env=base_env(os.environ, args.pass_env),
             max_backoff=args.max_backoff,
         )
-        anyio.run(Daemon(root, services).run, release)
-    return 0
+        daemon = Daemon(root, services)
+        anyio.run(daemon.run, release)
+    return daemon.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,6 +34,7 @@ from supervisord_lite.daemon.generation import Generation, NotReady
 from supervisord_lite.daemon.notify import SystemdNotifier, run_watchdog
 from supervisord_lite.daemon.output import Output
 from supervisord_lite.daemon.process import Process, Services
+from supervisord_lite.daemon.sockets import SocketBindError
 from supervisord_lite.daemon.states import ProcState
 from supervisord_lite.daemon.status import Rejection, SwitchRecord, snapshot, status_text
 from supervisord_lite.daemon.switch import switch
@@ -100,6 +101,7 @@ class Daemon:
         self._inbox = Inbox()
         self._shutdown = anyio.Event()
         self._gens: anyio.abc.TaskGroup | None = None
+        self.exit_code = 0
 
     # --- the tree -------------------------------------------------------------------------
 
@@ -123,6 +125,7 @@ class Daemon:
                 async with anyio.create_task_group() as stopping:
                     for generation in list(self.generations):
                         stopping.start_soon(self.retire_generation, generation)
+            self.services.sockets.close_all()
             log.info("all stopped; exiting")
             root_tg.cancel_scope.cancel()
 
@@ -147,7 +150,13 @@ class Daemon:
                         self.output.reopen()
 
     async def _run_loop(self, first: Release) -> None:
-        generation = await self.start_generation(first)
+        try:
+            generation = await self.start_generation(first)
+        except NotReady as exc:
+            log.error("cannot start %s: %s", first.id, exc)
+            self.exit_code = 1
+            self.request_shutdown()
+            return
         self.active = generation
         log.info("running %s (build %s)", first.id, first.build)
         try:
@@ -194,7 +203,12 @@ class Daemon:
     # --- switch.Host ------------------------------------------------------------------
 
     async def start_generation(self, release: Release) -> Generation:
+        """Bind its sockets and start it; NotReady when a socket cannot be bound."""
         assert self._gens is not None
+        try:
+            self.services.sockets.bind_all(release.sockets.values())
+        except SocketBindError as exc:
+            raise NotReady(exc.message) from None
         generation = Generation(release, self.services)
         self.generations.append(generation)
         await self._gens.start(generation.run)
@@ -204,6 +218,9 @@ class Daemon:
         await generation.stop()
         if generation in self.generations:
             self.generations.remove(generation)
+        # a bind no live generation declares is closed; the others stay open across
+        binds = {s.bind for g in self.generations for s in g.release.sockets.values()}
+        self.services.sockets.retain_only(binds)
 
     # --- control.ControlTarget ----------------------------------------------------------
 

@@ -12,10 +12,12 @@ process has no timer at all; the task sleeps on its child's pidfd.
 
 Backoff: 0.1 s doubling per failure in a row, capped (30 s), with "equal jitter" (half
 fixed, half random) so that a whole generation that crashes together does not restart
-in lockstep. The count resets when the process had been RUNNING for STABLE seconds before
-it died, judged from the real times (no timer). After MAX_FAILED failed starts in a row
-(exited, or not ready, before RUNNING) it is FATAL; after the cool-off it gets one more
-try (and is FATAL again if that fails); `start`/`restart` give it a fresh set of tries.
+in lockstep. The first death of a process that had reached RUNNING is restarted at once
+(PEERS: respawn under 20 ms); the backoff starts with the second death in a row. The
+count resets when the process had been RUNNING for STABLE seconds before it died, judged
+from the real times (no timer). After MAX_FAILED failed starts in a row (exited, or not
+ready, before RUNNING) it is FATAL; after the cool-off it gets one more try (and is FATAL
+again if that fails); `start`/`restart` give it a fresh set of tries.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from supervisord_lite.daemon.notify import ChildNotify, open_child_notify
 from supervisord_lite.daemon.output import Output
 from supervisord_lite.daemon.ready import ReadyContext, ReadyFailed, ReadyRegistry
 from supervisord_lite.daemon.reaper import Reaper, killpg
+from supervisord_lite.daemon.sockets import SocketPool
 from supervisord_lite.daemon.spawn import Child, child_env, plan, spawn
 from supervisord_lite.daemon.states import RESTING, ProcEvent, ProcState, next_state
 from supervisord_lite.layout import DeployRoot
@@ -57,6 +60,7 @@ class Services:
     reaper: Reaper
     ready: ReadyRegistry
     base_env: dict[str, str]
+    sockets: SocketPool = field(default_factory=SocketPool)
     max_backoff: float = 30.0
 
 
@@ -152,18 +156,20 @@ class Process:
         self._stop_now = anyio.Event()
         self._apply(ProcEvent.START)
         async with self._maybe_notify() as notify:
+            fds = self.services.sockets.fds_for(self.spec, self.release.sockets)
             env = child_env(
                 self.services.base_env,
                 self.release,
                 self.spec,
                 self.index,
+                socket_names=[name for name, _ in fds],
                 notify_address=notify.address if notify else None,
             )
             cwd = self.services.root.build_app(self.release.build)
             try:
-                child = spawn(plan(self.name, self.spec.cmd, env, cwd))
-            except OSError as exc:
-                self.error = f"cannot spawn: {exc.strerror}"
+                child = spawn(plan(self.name, self.spec.cmd, env, cwd, [fd for _, fd in fds]))
+            except (OSError, KeyError) as exc:
+                self.error = f"cannot spawn: {exc}"
                 self._after_exit(127, not_ready=False)
                 return
             self.services.reaper.add(child.pid, self.name)
@@ -271,7 +277,9 @@ class Process:
             )
             self._apply(ProcEvent.GIVE_UP)
         else:
-            delay = backoff_delay(self.crashes, self.services.max_backoff)
+            # the first death of a process that was up is not a loop: restart at once
+            first = self.crashes == 1 and was is ProcState.RUNNING
+            delay = 0.0 if first else backoff_delay(self.crashes, self.services.max_backoff)
             self._resume_at = now + delay
             log.info("%s: exited with code %d; restarting in %.2f s", self.name, code, delay)
             self._apply(ProcEvent.RETRY)

@@ -25,7 +25,7 @@ from supervisord_lite.daemon.reaper import kill_previous
 from supervisord_lite.daemon_client import request
 from supervisord_lite.fsatomic import replace_symlink, write_file
 from supervisord_lite.layout import DeployRoot
-from supervisord_lite.manifest import ProcessSpec, ReadyCheck, Release, dump_release
+from supervisord_lite.manifest import ProcessSpec, ReadyCheck, Release, SocketSpec, dump_release
 from tests.helpers import DAEMON, pid_alive, wait_until
 
 FAST_READY = ReadyCheck("after", seconds=0.2)
@@ -59,6 +59,7 @@ class Root:
         config: dict[str, str] | None = None,
         switch: str = "start-first",
         activate: bool = True,
+        sockets: dict[str, SocketSpec] | None = None,
     ) -> str:
         release_id = f"v{self.next_id}"
         self.next_id += 1
@@ -67,7 +68,7 @@ class Root:
             created_at="2026-11-22T00:00:00Z",
             build=self.build(),
             config=config or {},
-            sockets={},
+            sockets=sockets or {},
             switch=switch,
             processes={p.type: p for p in procs},
         ).sealed()
@@ -155,7 +156,7 @@ def daemon(droot: Root, tmp_path: Path) -> Iterator[Any]:
         started.append(d)
         if wait:
             wait_until(
-                lambda: d.proc.poll() is not None or d.status()["state"] == "running",
+                lambda: d.proc.poll() is not None or "supervisord-lite | running v" in d.output(),
                 timeout=30,
                 what="daemon running",
             )

@@ -1,0 +1,211 @@
+"""`supervisord-lite run`: start, output, environment, the one-daemon rule, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from supervisord_lite.manifest import SocketSpec
+from tests.daemon.conftest import Root, proc, start_daemon, stop_daemon
+from tests.helpers import DAEMON, SLEEP, pid_alive, python, wait_until
+
+PRINT_ENV = python(
+    "import json, os, time\n"
+    "open(os.environ['OUT'], 'w').write(json.dumps(dict(os.environ)))\n"
+    "time.sleep(3600)"
+)
+
+
+def test_output_lines_are_prefixed_with_the_process_name(droot: Root, daemon: Any) -> None:
+    code = (
+        "import sys, time\nprint('hello out', flush=True)\n"
+        "print('hello err', file=sys.stderr)\ntime.sleep(3600)"
+    )
+    droot.release(proc("web", python(code), scale=2))
+    d = daemon()
+    for name in ("web.1", "web.2"):
+        wait_until(lambda n=name: f"{n} | hello out" in d.output(), what=f"{name} output")
+        wait_until(lambda n=name: f"{n} | hello err" in d.output(), what=f"{name} stderr")
+
+
+def test_child_environment_is_isolated(droot: Root, daemon: Any, tmp_path: Path) -> None:
+    out = tmp_path / "env.json"
+    droot.release(
+        proc("web", PRINT_ENV, port=7000, env={"OUT": str(out), "TYPE_VAR": "t"}),
+        config={"CONFIG_VAR": "c", "TYPE_VAR": "overridden by type env"},
+    )
+    d = daemon("--pass-env", "PASSED_VAR", env={"SECRET_VAR": "s", "PASSED_VAR": "p"})
+    env = json.loads(wait_until(lambda: out.exists() and out.read_text(), what="env dump"))
+    assert "SECRET_VAR" not in env
+    assert env["PASSED_VAR"] == "p"
+    assert env["CONFIG_VAR"] == "c"
+    assert env["TYPE_VAR"] == "t"
+    assert env["PORT"] == "7000"
+    assert env["BRR_RELEASE"] == "v1"
+    assert env["BRR_PROCESS"] == "web.1"
+    assert env["BRR_BUILD"].startswith("b-")
+    assert env["PATH"] == os.environ["PATH"]
+    allowed = {
+        "PATH",
+        "HOME",
+        "USER",
+        "LANG",
+        "LC_ALL",
+        "TZ",
+        "PASSED_VAR",
+        "OUT",
+        "TYPE_VAR",
+        "CONFIG_VAR",
+        "PORT",
+        "BRR_RELEASE",
+        "BRR_BUILD",
+        "BRR_PROCESS",
+        "PWD",
+        "SHLVL",
+        "_",
+        "OLDPWD",
+    }  # the last four are set by /bin/sh itself
+    assert set(env) <= allowed, set(env) - allowed
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+
+
+def test_exit_78_without_current_or_last_good(droot: Root) -> None:
+    res = subprocess.run(
+        [DAEMON, "run", "--root", str(droot.path)], capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 78, res
+    assert "no release to run" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_no_root_is_exit_2(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "BRR_ROOT"}
+    res = subprocess.run([DAEMON, "run"], capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 2
+    assert "root" in res.stderr
+
+
+def test_second_daemon_is_refused_and_pidfile_lives_with_the_first(
+    droot: Root, daemon: Any
+) -> None:
+    droot.release(proc("web", SLEEP(3600)))
+    d = daemon()
+    pidfile = droot.layout.pidfile
+    assert pidfile.read_text().strip() == str(d.pid)
+    res = subprocess.run(
+        [DAEMON, "run", "--root", str(droot.path)], capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 1
+    assert "another supervisord-lite runs" in res.stderr
+    assert pidfile.read_text().strip() == str(d.pid)
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+    assert not pidfile.exists()
+
+
+def test_garbage_current_falls_back_to_last_good(droot: Root, daemon: Any, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    good = droot.release(
+        proc("web", python(f"import time; open({str(marker)!r}, 'a').write('x'); time.sleep(3600)"))
+    )
+    d = daemon()
+    last_good = droot.layout.last_good
+    wait_until(lambda: os.path.exists(last_good), what="last-good")
+    assert os.readlink(last_good) == f"../releases/{good}"
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+    # current now names a release whose manifest is garbage
+    bad = droot.path / "releases" / "v9"
+    bad.mkdir()
+    (bad / "release.yaml").write_text("{not: [valid yaml")
+    droot.activate("v9")
+    marker.unlink()
+    d2 = daemon()
+    wait_until(marker.exists, what="last-good release started")
+    assert "FALLING BACK to last-good v1" in d2.output()
+
+
+def tail(path: Path, nbytes: int = 1 << 20) -> list[str]:
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - nbytes))
+        return f.read().decode(errors="replace").splitlines()
+
+
+def ticks(path: Path) -> list[int]:
+    return [int(line.split()[-1]) for line in tail(path) if line.startswith("ticker.1 | tick ")]
+
+
+def test_a_huge_line_and_a_flood_do_not_stall_other_output(droot: Root, daemon: Any) -> None:
+    huge = python(
+        "import sys, time\ntime.sleep(1)\n"
+        "sys.stdout.write('x' * 10_000_000 + '\\n'); sys.stdout.flush()\ntime.sleep(3600)"
+    )
+    flood = python("import sys\nwhile True: sys.stdout.write('flood ' * 20 + '\\n')")
+    ticker = python(
+        "import time\nfor i in range(100000):\n    print('tick', i, flush=True); time.sleep(0.05)"
+    )
+    droot.release(proc("huge", huge), proc("flood", flood), proc("ticker", ticker))
+    d = daemon()
+    first = wait_until(lambda: ticks(d.out) and ticks(d.out)[-1], what="ticker output")
+    started = time.monotonic()
+    # the ticker keeps being heard at roughly its own pace while the flood goes on
+    wait_until(lambda: ticks(d.out) and ticks(d.out)[-1] >= first + 40, what="ticker still heard")
+    assert time.monotonic() - started < 20
+    grep = subprocess.run(
+        ["grep", "-c", "^huge.1 | x*x \\[line cut\\]$", str(d.out)], capture_output=True, text=True
+    )
+    assert grep.stdout.strip() == "1", grep
+    longest = subprocess.run(
+        ["awk", "{ if (length > m) m = length } END { print m }", str(d.out)],
+        capture_output=True,
+        text=True,
+    )
+    assert int(longest.stdout) < 70 * 1024
+
+
+def test_sigterm_stops_every_process_and_exits_0(droot: Root, tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    code = f"import os, time; open({str(pids)!r} + '/' + str(os.getpid()), 'w'); time.sleep(3600)"
+    droot.release(proc("web", python(code), scale=3), proc("worker", python(code), scale=2))
+    p = start_daemon(droot, tmp_path / "out")
+    try:
+        wait_until(lambda: len(list(pids.iterdir())) == 5, what="5 children")
+        children = [int(f.name) for f in pids.iterdir()]
+        started = time.monotonic()
+        os.kill(p.pid, signal.SIGTERM)
+        assert p.wait(timeout=30) == 0
+        assert time.monotonic() - started < 5  # all at once, not one by one
+        assert not [c for c in children if pid_alive(c)]
+    finally:
+        stop_daemon(p, droot)
+
+
+SERVE_FD3 = python(
+    "import os, socket\n"
+    "assert os.environ['LISTEN_PID'] == str(os.getpid())\n"
+    "assert os.environ['LISTEN_FDS'] == '1' and os.environ['LISTEN_FDNAMES'] == 'http'\n"
+    "s = socket.socket(fileno=3)\n"
+    "print('serving', flush=True)\n"
+    "while True:\n"
+    "    c, _ = s.accept(); c.sendall(os.environ['BRR_RELEASE'].encode()); c.close()"
+)
+
+
+def test_declared_socket_is_fd_3_with_listen_env(droot: Root, daemon: Any) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    http = {"http": SocketSpec("http", f"127.0.0.1:{port}")}
+    droot.release(proc("web", SERVE_FD3, sockets=("http",)), sockets=http)
+    d = daemon()
+    wait_until(lambda: "web.1 | serving" in d.output(), what="serving on fd 3")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        assert c.recv(100) == b"v1"

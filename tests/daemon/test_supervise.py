@@ -1,0 +1,125 @@
+"""Supervision with real processes: restart, backoff, FATAL, stop escalation, leftovers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from tests.daemon.conftest import Root, alive, proc, read_pid, running
+from tests.helpers import DOUBLE_FORK, EXIT_1, IGNORE_TERM, SLEEP, pid_alive, wait_until
+
+
+def one(d: Any, name: str) -> dict[str, Any]:
+    return next(p for p in d.procs() if p["name"] == name)
+
+
+def test_killed_child_is_back_within_the_backoff(droot: Root, daemon: Any) -> None:
+    droot.release(proc("web", SLEEP(3600), scale=2))
+    d = daemon()
+    wait_until(lambda: len(running(d)) == 2, what="2 running")
+    before = one(d, "web.1")
+    os.kill(before["pid"], signal.SIGKILL)
+    killed_at = time.monotonic()
+    after = wait_until(
+        lambda: (p := one(d, "web.1"))["pid"] not in (None, before["pid"]) and p,
+        what="web.1 respawned",
+    )
+    assert time.monotonic() - killed_at < 3
+    assert after["restarts"] == 1
+    assert one(d, "web.2")["restarts"] == 0
+    wait_until(lambda: one(d, "web.1")["state"] == "RUNNING", what="running again")
+
+
+def test_crash_loop_goes_fatal_cheaply_and_is_retried(droot: Root, daemon: Any) -> None:
+    droot.release(proc("web", EXIT_1, fatal_cooloff=3.0), proc("ok", SLEEP(3600)))
+    d = daemon("--max-backoff", "0.4")
+    web = wait_until(
+        lambda: (p := one(d, "web.1"))["state"] == "FATAL" and p, timeout=60, what="FATAL"
+    )
+    assert web["restarts"] == 9  # 10 starts in all
+    assert web["exit_code"] == 1
+    cpu = psutil.Process(d.pid).cpu_times()
+    assert cpu.user + cpu.system < 3.0, cpu  # the interpreter's own start is most of it
+    # idle while FATAL: no timer but the cool-off's
+    idle_before = psutil.Process(d.pid).cpu_times()
+    time.sleep(1.0)
+    idle_after = psutil.Process(d.pid).cpu_times()
+    assert (idle_after.user + idle_after.system) - (idle_before.user + idle_before.system) < 0.05
+    wait_until(lambda: one(d, "web.1")["restarts"] >= 10, timeout=30, what="retry after cool-off")
+    wait_until(lambda: one(d, "web.1")["state"] == "FATAL", timeout=30, what="FATAL again")
+    assert one(d, "ok.1")["state"] == "RUNNING"
+
+
+def test_a_child_ignoring_sigterm_is_killed_after_stop_timeout(droot: Root, daemon: Any) -> None:
+    droot.release(proc("web", IGNORE_TERM, stop_timeout=1.0))
+    d = daemon()
+    wait_until(lambda: "web.1 | ignoring TERM" in d.output(), what="TERM ignored")
+    pid = one(d, "web.1")["pid"]
+    started = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+    took = time.monotonic() - started
+    assert 0.9 < took < 10, took
+    assert not pid_alive(pid)
+    assert "still running 1 s after SIGTERM; killing it" in d.output()
+
+
+def test_double_fork_leaves_nothing_after_stop_switch_and_shutdown(
+    droot: Root, daemon: Any, tmp_path: Path
+) -> None:
+    def release(tag: str) -> str:
+        return droot.release(
+            proc("web", DOUBLE_FORK, env={"GRANDCHILD_PIDFILE": str(tmp_path / f"{tag}.pid")})
+        )
+
+    release("v1")
+    d = daemon()
+    g1 = read_pid(tmp_path / "v1.pid")
+    # stop over the control socket
+    from supervisord_lite.daemon_client import request
+
+    reply = request(droot.layout.control_socket, {"cmd": "stop", "target": "web"})
+    assert reply.get("ok"), reply
+    wait_until(lambda: not pid_alive(g1), what="grandchild gone after stop")
+    request(droot.layout.control_socket, {"cmd": "start", "target": "web"})
+    g1b = wait_until(
+        lambda: (p := read_pid(tmp_path / "v1.pid")) != g1 and p, what="grandchild again"
+    )
+    # switch
+    release("v2")
+    d.signal(signal.SIGHUP)
+    g2 = read_pid(tmp_path / "v2.pid")
+    wait_until(lambda: not pid_alive(g1b), what="v1 grandchild gone after switch")
+    wait_until(lambda: d.status()["release"] == "v2", what="v2 active")
+    # shutdown
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+    wait_until(lambda: not pid_alive(g2), timeout=5, what="v2 grandchild gone after shutdown")
+
+
+def test_daemon_killed_then_restarted_leaves_nothing_of_the_old(
+    droot: Root, daemon: Any, tmp_path: Path
+) -> None:
+    droot.release(
+        proc("web", DOUBLE_FORK, scale=2, env={"GRANDCHILD_PIDFILE": "grandchild.pid"}),
+        proc("worker", SLEEP(3600)),
+    )
+    d = daemon()
+    wait_until(lambda: len(running(d)) == 3, what="3 running")
+    old = [p["pid"] for p in d.procs()]
+    old_tree = [c.pid for pid in old for c in psutil.Process(pid).children(recursive=True)]
+    app = next((droot.path / "builds").iterdir()) / "app"
+    wait_until(lambda: (app / "grandchild.pid").exists(), what="a grandchild")
+    os.kill(d.pid, signal.SIGKILL)
+    d.wait_exit()
+    everything = old + old_tree + [int((app / "grandchild.pid").read_text())]
+    assert alive(everything)  # they outlived the daemon, as expected
+    d2 = daemon()
+    wait_until(lambda: len(running(d2)) == 3, what="3 running again")
+    wait_until(lambda: not alive(everything), timeout=10, what="old generation gone")
+    assert "previous daemon left" in d2.output()
