@@ -9,6 +9,7 @@ its children.json and the root's builds/ still show alive.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import signal
@@ -29,6 +30,12 @@ from supervisord_lite.manifest import ProcessSpec, ReadyCheck, Release, SocketSp
 from tests.helpers import DAEMON, pid_alive, wait_until
 
 FAST_READY = ReadyCheck("after", seconds=0.2)
+
+# status comes over the control socket, whose module is written in parallel
+needs_control = pytest.mark.skipif(
+    importlib.util.find_spec("supervisord_lite.daemon.control") is None,
+    reason="no control socket yet (supervisord_lite/daemon/control.py)",
+)
 
 
 def proc(type_: str, cmd: str, **kw: Any) -> ProcessSpec:
