@@ -25,6 +25,7 @@ demo: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash contrib/demo.sh
 
 bench: venv
+	$(BIN)/python -m pip install --quiet -e '.[test,lint,bench]'
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/brr_bench.py
 
 clean:
