@@ -7,9 +7,9 @@ Choices, and what was rejected:
 - Adopted orphans must be reaped when they die, but never with waitpid(-1): that would
   steal the exit status a process task is awaiting on its pidfd. On SIGCHLD we list our
   direct children (/proc/self/task/<pid>/children) and reap only zombies we did not
-  spawn, after a short grace: other code in the daemon (a `cmd` readiness probe via
-  anyio.open_process) waits for its own children in a thread that wakes at once, so a
-  zombie still there after the grace has nobody else waiting for it.
+  spawn that are still zombies a grace later: other code in the daemon (a `cmd`
+  readiness probe via anyio.open_process) waits for its own children in a thread that
+  wakes at once, so a zombie still there after the grace has nobody else waiting for it.
 - Which leftovers belong to a process: its process group (pgid == its pid, setsid at
   spawn; the kernel never reuses a pid while its group exists, so killpg is safe), and
   among the orphans we adopted, those whose environment says BRR_PROCESS/BRR_RELEASE of
@@ -93,6 +93,14 @@ def subtree(pid: int) -> list[int]:
         return []
 
 
+def is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def tagged(pid: int, name: str, release: str) -> bool:
     try:
         env = psutil.Process(pid).environ()
@@ -108,6 +116,7 @@ class Reaper:
         self._record = record
         self._ours: dict[int, tuple[str, float]] = {}
         self._dirty = anyio.Event()
+        self._sigchld = anyio.Event()
 
     def add(self, pid: int, name: str) -> None:
         try:
@@ -133,19 +142,29 @@ class Reaper:
                 log.info("%s: killing %d leftover process(es) outside its group", name, len(doomed))
                 signal_pids(doomed, signal.SIGKILL)
 
-    def reap_orphans(self) -> None:
-        for pid in self.orphans():
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-
     async def run(self) -> None:
         """Reap adopted orphans on SIGCHLD, and keep run/children.json current."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._run_record)
+            tg.start_soon(self._run_reaping)
             with anyio.open_signal_receiver(signal.SIGCHLD) as signals:
                 async for _ in signals:
-                    await anyio.sleep(ORPHAN_GRACE)
-                    self.reap_orphans()
+                    self._sigchld.set()  # a burst of SIGCHLD folds into one pass
+
+    async def _run_reaping(self) -> None:
+        # a zombie is reaped only once seen in two passes ORPHAN_GRACE apart: whoever else
+        # in the daemon waits for its own child has had the time to do it
+        suspects: set[int] = set()
+        while True:
+            if not suspects:
+                await self._sigchld.wait()
+            self._sigchld = anyio.Event()
+            await anyio.sleep(ORPHAN_GRACE)
+            zombies = {pid for pid in self.orphans() if is_zombie(pid)}
+            for pid in zombies & suspects:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+            suspects = zombies - suspects
 
     async def _run_record(self) -> None:
         while True:
