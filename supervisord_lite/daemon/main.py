@@ -19,7 +19,6 @@ group is cancelled, which flushes the output.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import signal
@@ -30,6 +29,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from supervisord_lite.daemon.control import serve_control
 from supervisord_lite.daemon.generation import Generation, NotReady
 from supervisord_lite.daemon.notify import SystemdNotifier, run_watchdog
 from supervisord_lite.daemon.output import Output
@@ -112,7 +112,7 @@ class Daemon:
             root_tg.start_soon(self.services.reaper.run)
             root_tg.start_soon(self._run_signals)
             root_tg.start_soon(run_watchdog, self.notifier, lambda: True)
-            await self._start_control(root_tg)
+            await root_tg.start(serve_control, self.root.control_socket, self)
             async with anyio.create_task_group() as gens:
                 self._gens = gens
                 async with anyio.create_task_group() as loop:
@@ -128,14 +128,6 @@ class Daemon:
             self.services.sockets.close_all()
             log.info("all stopped; exiting")
             root_tg.cancel_scope.cancel()
-
-    async def _start_control(self, tg: anyio.abc.TaskGroup) -> None:
-        try:
-            control = importlib.import_module("supervisord_lite.daemon.control")
-        except ModuleNotFoundError:  # the control socket lands in its own module
-            log.warning("no control module: control socket disabled")
-            return
-        await tg.start(control.serve_control, self.root.control_socket, self)
 
     async def _run_signals(self) -> None:
         wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)

@@ -9,7 +9,6 @@ its children.json and the root's builds/ still show alive.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import signal
@@ -30,12 +29,6 @@ from supervisord_lite.manifest import ProcessSpec, ReadyCheck, Release, SocketSp
 from tests.helpers import DAEMON, pid_alive, wait_until
 
 FAST_READY = ReadyCheck("after", seconds=0.2)
-
-# status comes over the control socket, whose module is written in parallel
-needs_control = pytest.mark.skipif(
-    importlib.util.find_spec("supervisord_lite.daemon.control") is None,
-    reason="no control socket yet (supervisord_lite/daemon/control.py)",
-)
 
 
 def proc(type_: str, cmd: str, **kw: Any) -> ProcessSpec:
@@ -163,7 +156,7 @@ def daemon(droot: Root, tmp_path: Path) -> Iterator[Any]:
         started.append(d)
         if wait:
             wait_until(
-                lambda: d.proc.poll() is not None or "supervisord-lite | running v" in d.output(),
+                lambda: d.proc.poll() is not None or d.status()["state"] == "running",
                 timeout=30,
                 what="daemon running",
             )

@@ -10,10 +10,8 @@ from typing import Any
 
 import psutil
 
-from tests.daemon.conftest import Root, alive, needs_control, proc, read_pid, running
+from tests.daemon.conftest import Root, alive, proc, read_pid, running
 from tests.helpers import DOUBLE_FORK, EXIT_1, IGNORE_TERM, SLEEP, pid_alive, wait_until
-
-pytestmark = needs_control
 
 
 def one(d: Any, name: str) -> dict[str, Any]:

@@ -10,10 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from supervisord_lite.manifest import ReadyCheck
-from tests.daemon.conftest import Root, needs_control, proc, running
+from tests.daemon.conftest import Root, proc, running
 from tests.helpers import EXIT_1, SLEEP, python, wait_until
-
-pytestmark = needs_control
 
 
 def timeline_app(path: Path) -> str:
