@@ -101,6 +101,7 @@ class Daemon:
         self._inbox = Inbox()
         self._shutdown = anyio.Event()
         self._gens: anyio.abc.TaskGroup | None = None
+        self._loop: anyio.abc.TaskGroup | None = None
         self.exit_code = 0
 
     # --- the tree -------------------------------------------------------------------------
@@ -110,12 +111,13 @@ class Daemon:
         async with anyio.create_task_group() as root_tg:
             root_tg.start_soon(self.output.run_writer)
             root_tg.start_soon(self.services.reaper.run)
-            root_tg.start_soon(self._run_signals)
+            await root_tg.start(self._run_signals)
             root_tg.start_soon(run_watchdog, self.notifier, lambda: True)
             await root_tg.start(serve_control, self.root.control_socket, self)
             async with anyio.create_task_group() as gens:
                 self._gens = gens
                 async with anyio.create_task_group() as loop:
+                    self._loop = loop
                     loop.start_soon(self._run_loop, first)
                     await self._shutdown.wait()
                     loop.cancel_scope.cancel()
@@ -129,9 +131,12 @@ class Daemon:
             log.info("all stopped; exiting")
             root_tg.cancel_scope.cancel()
 
-    async def _run_signals(self) -> None:
+    async def _run_signals(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
         with anyio.open_signal_receiver(*wanted) as signals:
+            task_status.started()  # no child is spawned before SIGTERM is ours
             async for signum in signals:
                 match signum:
                     case signal.SIGTERM | signal.SIGINT:
@@ -156,6 +161,8 @@ class Daemon:
             self._mark_good(first)
         except NotReady as exc:
             log.error("%s is not ready: %s", first.id, exc)
+            assert self._loop is not None
+            self._loop.start_soon(self._mark_good_once_running, generation)
         self.state = "running"
         self.notifier.ready()
         self.notifier.status(status_text(self.state, self.active))
@@ -185,6 +192,13 @@ class Daemon:
             self._mark_good(new)
         self.notifier.ready()
         self.notifier.status(status_text(self.state, self.active))
+
+    async def _mark_good_once_running(self, generation: Generation) -> None:
+        """A first release that comes up late is still good once it is all RUNNING."""
+        while generation is self.active and not generation.all_running():
+            await generation.wait_changed()
+        if generation is self.active:
+            self._mark_good(generation.release)
 
     def _mark_good(self, release: Release) -> None:
         try:

@@ -20,8 +20,8 @@ Choices, and what was rejected:
 
 from __future__ import annotations
 
-import contextlib
 import os
+import select
 from collections import deque
 
 import anyio
@@ -33,6 +33,7 @@ MAX_LINE = 64 * 1024
 RING = 1000
 MAX_QUEUED = 8 * 1024 * 1024
 FOLLOW_BUFFER = 1000
+FINAL_FLUSH = 1.0
 
 
 class Output:
@@ -46,6 +47,7 @@ class Output:
         self._queue: list[bytes] = []
         self._queued = 0
         self._dropped = 0
+        self._failed = 0  # writes stdout refused
         self._wake = anyio.Event()
 
     # --- producers ---------------------------------------------------------------------
@@ -75,19 +77,25 @@ class Output:
                 for piece in lines[:-1]:
                     if not cut:
                         partial += piece
-                        self.emit(name, self._decode(partial))
+                        self._emit_bounded(name, partial)
                     partial.clear()
                     cut = False
                 if not cut:
                     partial += lines[-1]
                     if len(partial) > MAX_LINE:
-                        self.emit(name, self._decode(partial[:MAX_LINE]) + " [line cut]")
+                        self._emit_bounded(name, partial)
                         partial.clear()
                         cut = True
             if partial and not cut:
-                self.emit(name, self._decode(partial))
+                self._emit_bounded(name, partial)
         finally:
             os.close(fd)
+
+    def _emit_bounded(self, name: str, line: bytearray) -> None:
+        if len(line) > MAX_LINE:
+            self.emit(name, self._decode(line[:MAX_LINE]) + " [line cut]")
+        else:
+            self.emit(name, self._decode(line))
 
     @staticmethod
     def _decode(data: bytes | bytearray) -> str:
@@ -105,16 +113,23 @@ class Output:
         self._wake.set()
 
     async def run_writer(self) -> None:
-        """Write queued lines to the daemon's stdout until cancelled, then flush."""
+        """Write queued lines to the daemon's stdout until cancelled, then flush.
+
+        A stdout that fails (EPIPE: the reader went away) loses lines, never the daemon.
+        """
+        writing = False
         try:
             while True:
                 await self._wake.wait()
                 self._wake = anyio.Event()
                 batch = self._take()
-                await anyio.to_thread.run_sync(self._write, batch)
+                writing = True
+                # abandoned on cancel: a write stuck on a full pipe must not hold shutdown
+                await anyio.to_thread.run_sync(self._write, batch, abandon_on_cancel=True)
+                writing = False
         finally:
-            with contextlib.suppress(OSError):
-                self._write(self._take())
+            if not writing:
+                self._write(self._take(), timeout=FINAL_FLUSH)
 
     def _take(self) -> bytes:
         if self._dropped:
@@ -126,13 +141,15 @@ class Output:
         self._queued = 0
         return batch
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, timeout: float | None = None) -> None:
         view = memoryview(data)
-        while view:
-            try:
+        try:
+            while view:
+                if timeout is not None and not select.select([], [self._fd], [], timeout)[1]:
+                    return
                 view = view[os.write(self._fd, view) :]
-            except BlockingIOError:
-                continue
+        except OSError:
+            self._failed += 1
 
     def reopen(self) -> None:
         """SIGUSR1: reopen log files (none are kept yet)."""

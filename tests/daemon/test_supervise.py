@@ -10,8 +10,19 @@ from typing import Any
 
 import psutil
 
+from supervisord_lite.daemon_client import request
+from supervisord_lite.manifest import ReadyCheck
 from tests.daemon.conftest import Root, alive, proc, read_pid, running
-from tests.helpers import DOUBLE_FORK, EXIT_1, IGNORE_TERM, SLEEP, pid_alive, wait_until
+from tests.helpers import (
+    DOUBLE_FORK,
+    EXIT_0,
+    EXIT_1,
+    IGNORE_TERM,
+    SLEEP,
+    pid_alive,
+    python,
+    wait_until,
+)
 
 
 def one(d: Any, name: str) -> dict[str, Any]:
@@ -81,8 +92,6 @@ def test_double_fork_leaves_nothing_after_stop_switch_and_shutdown(
     d = daemon()
     g1 = read_pid(tmp_path / "v1.pid")
     # stop over the control socket
-    from supervisord_lite.daemon_client import request
-
     reply = request(droot.layout.control_socket, {"cmd": "stop", "target": "web"})
     assert reply.get("ok"), reply
     wait_until(lambda: not pid_alive(g1), what="grandchild gone after stop")
@@ -123,3 +132,47 @@ def test_daemon_killed_then_restarted_leaves_nothing_of_the_old(
     wait_until(lambda: len(running(d2)) == 3, what="3 running again")
     wait_until(lambda: not alive(everything), timeout=10, what="old generation gone")
     assert "previous daemon left" in d2.output()
+
+
+def test_restart_policies(droot: Root, daemon: Any) -> None:
+    droot.release(
+        proc("never", EXIT_1, restart="never"),
+        proc("onfail0", EXIT_0, restart="on-failure"),
+        proc("onfail1", EXIT_1, restart="on-failure"),
+    )
+    d = daemon("--max-backoff", "0.2")
+    wait_until(lambda: one(d, "never.1")["state"] == "EXITED", what="never: EXITED")
+    wait_until(lambda: one(d, "onfail0.1")["state"] == "EXITED", what="on-failure 0: EXITED")
+    wait_until(lambda: one(d, "onfail1.1")["restarts"] >= 2, what="on-failure 1: restarted")
+    assert one(d, "never.1")["restarts"] == 0 and one(d, "never.1")["exit_code"] == 1
+    assert one(d, "onfail0.1")["restarts"] == 0 and one(d, "onfail0.1")["exit_code"] == 0
+
+
+def test_not_ready_in_time_is_stopped_and_retried(droot: Root, daemon: Any) -> None:
+    never = ReadyCheck("tcp", target="127.0.0.1:9")
+    droot.release(proc("web", SLEEP(3600), ready=never, ready_timeout=0.5))
+    d = daemon("--max-backoff", "0.2")
+    wait_until(lambda: one(d, "web.1")["restarts"] >= 2, what="retried")
+    assert "web.1: not ready within 0.5 s; stopping it" in d.output()
+    assert one(d, "web.1")["state"] in ("STARTING", "STOPPING", "BACKOFF")
+
+
+def test_restart_revives_a_fatal_process_at_once(droot: Root, daemon: Any) -> None:
+    droot.release(proc("web", EXIT_1, fatal_cooloff=3600.0))
+    d = daemon("--max-backoff", "0.2")
+    wait_until(lambda: one(d, "web.1")["state"] == "FATAL", timeout=60, what="FATAL")
+    reply = request(droot.layout.control_socket, {"cmd": "restart", "target": "web.1"})
+    assert reply["ok"] and reply["affected"] == ["web.1"], reply
+    wait_until(lambda: one(d, "web.1")["restarts"] >= 10, timeout=5, what="restarted at once")
+    bad = request(droot.layout.control_socket, {"cmd": "restart", "target": "nope"})
+    assert not bad["ok"] and "no process or type named nope" in bad["error"]
+
+
+def test_logs_tail_over_the_control_socket(droot: Root, daemon: Any) -> None:
+    code = "import time\nfor i in range(5): print('line', i, flush=True)\ntime.sleep(3600)"
+    droot.release(proc("web", python(code), scale=2))
+    d = daemon()
+    wait_until(lambda: "web.2 | line 4" in d.output(), what="output")
+    reply = request(droot.layout.control_socket, {"cmd": "logs", "name": "web.2", "n": 3})
+    assert reply["ok"], reply
+    assert reply["lines"] == ["web.2 | line 2", "web.2 | line 3", "web.2 | line 4"]
