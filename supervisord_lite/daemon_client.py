@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,56 @@ def request(sock_path: Path, payload: dict[str, Any], *, timeout: float = 10.0) 
     except OSError as exc:
         raise OperationFailed(f"cannot reach the daemon at {sock_path}: {exc.strerror}") from None
     line = bytes(buf).split(b"\n", 1)[0]
+    try:
+        reply = json.loads(line)
+    except ValueError:
+        raise OperationFailed("daemon sent a reply that is not JSON") from None
+    if not isinstance(reply, dict):
+        raise OperationFailed("daemon sent a reply that is not a JSON object")
+    return reply
+
+
+def request_stream(
+    sock_path: Path, payload: dict[str, Any], *, timeout: float = 10.0
+) -> Iterator[dict[str, Any]]:
+    """Send one request and yield every reply line as it comes, until the daemon closes.
+
+    For `logs --follow`: the first reply must come within timeout, the lines after it
+    may take as long as they like. Raises OperationFailed like request().
+    """
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(sock_path))
+            sock.sendall(json.dumps(payload).encode() + b"\n")
+            buf = bytearray()
+            first = True
+            while True:
+                line, sep, rest = bytes(buf).partition(b"\n")
+                if sep:
+                    buf = bytearray(rest)
+                    yield parse_reply(line)
+                    if first:
+                        first = False
+                        sock.settimeout(None)
+                    continue
+                if len(buf) > MAX_REPLY:
+                    raise OperationFailed("daemon reply too large")
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return
+                buf += chunk
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise OperationFailed(f"daemon not running (no control socket at {sock_path})") from None
+    except TimeoutError:
+        raise OperationFailed(f"daemon did not answer within {timeout:g} s") from None
+    except ConnectionResetError:
+        return
+    except OSError as exc:
+        raise OperationFailed(f"cannot reach the daemon at {sock_path}: {exc.strerror}") from None
+
+
+def parse_reply(line: bytes) -> dict[str, Any]:
     try:
         reply = json.loads(line)
     except ValueError:

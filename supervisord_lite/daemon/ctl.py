@@ -1,0 +1,297 @@
+"""The control-client subcommands of `supervisord-lite`: status, reload, restart, stop,
+start, logs, shutdown. cli.py owns main() and `run`; this module adds the rest.
+
+Each subcommand is one request over the control socket through daemon_client, the
+client shared with brr-release, so the protocol has one implementation on each side.
+The client is blocking and synchronous on purpose: it is a short-lived command, and an
+event loop would buy nothing.
+
+Choices:
+- Errors are one line, `supervisord-lite: error: ...`: exit 1 when the operation failed
+  (daemon not running, unknown process, a reload that did not take), 2 for bad usage.
+- `restart` and `stop` wait for the daemon to stop the processes, which may take their
+  whole stop_timeout: they get a long client deadline, the others a short one.
+- `reload --wait` polls `status` every 0.1 s (the daemon pushes nothing to a client that
+  is not following logs, and a short command polling a local socket costs nothing). It
+  settles when the daemon is running and either finished a switch, rejected a release
+  after the reload was sent, or already runs what `current` names; it succeeds only if
+  the daemon then runs the release `current` names. The start time is taken before the
+  request is sent, so a switch that finishes at once is not missed.
+- `logs -f` ends quietly when the daemon closes the stream, and when stdout is a pipe
+  whose reader left (`| head`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from supervisord_lite import daemon_client
+from supervisord_lite.errors import BrrError, OperationFailed
+from supervisord_lite.layout import DeployRoot, resolve_root
+
+PROG = "supervisord-lite"
+SHORT_TIMEOUT = 10.0
+LONG_TIMEOUT = 900.0  # restart/stop wait for stop_timeout escalations
+DEFAULT_WAIT = 300.0
+POLL_INTERVAL = 0.1
+COLUMNS = ("NAME", "STATE", "PID", "RESTARTS", "UPTIME", "RELEASE")
+
+
+def tail_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return n
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
+def add_client_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add status, reload, restart, stop, start, logs and shutdown to subparsers."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", help="deploy root (default: $BRR_ROOT)")
+    c = [common]
+    p = subparsers.add_parser("status", parents=c, help="the processes and the release")
+    p.add_argument("--json", action="store_true", help="print the status object")
+    p = subparsers.add_parser("reload", parents=c, help="reread current and switch to it")
+    p.add_argument("--wait", action="store_true", help="wait until the reload settled")
+    p.add_argument("--timeout", type=positive_seconds, default=DEFAULT_WAIT, metavar="S")
+    for verb in ("restart", "stop", "start"):
+        p = subparsers.add_parser(verb, parents=c, help=f"{verb} processes (default: all)")
+        p.add_argument("target", nargs="?", metavar="NAME|TYPE")
+    p = subparsers.add_parser("logs", parents=c, help="recent output, and -f to follow")
+    p.add_argument("-f", "--follow", action="store_true", help="stream new lines")
+    p.add_argument("-n", "--lines", type=tail_count, default=100, metavar="N", dest="n")
+    p.add_argument("name", nargs="?", metavar="NAME", help="one process (default: all)")
+    subparsers.add_parser("shutdown", parents=c, help="stop every process and exit")
+
+
+def run_client_command(args: argparse.Namespace) -> int:
+    """Run the subcommand args.command; prints its output, returns the exit code."""
+    try:
+        root = resolve_root(getattr(args, "root", None))
+        return COMMANDS[args.command](root, args)
+    except BrrError as exc:
+        print(f"{PROG}: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def call(
+    root: DeployRoot, payload: dict[str, Any], timeout: float = SHORT_TIMEOUT
+) -> dict[str, Any]:
+    """One request; OperationFailed with the daemon's own message when it says no."""
+    reply = daemon_client.request(root.control_socket, payload, timeout=timeout)
+    if reply.get("ok") is not True:
+        raise OperationFailed(str(reply.get("error") or "the daemon refused the request"))
+    return reply
+
+
+def fetch_status(root: DeployRoot) -> dict[str, Any]:
+    status = call(root, {"cmd": "status"}).get("status")
+    if not isinstance(status, dict):
+        raise OperationFailed("daemon sent a status that is not a JSON object")
+    return status
+
+
+# --- status ------------------------------------------------------------------------------
+
+
+def format_uptime(seconds: object) -> str:
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def cell(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def format_time(at: object) -> str:
+    if not isinstance(at, int | float):
+        return "?"
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_status(status: dict[str, Any]) -> str:
+    rows = [list(COLUMNS)]
+    for p in status.get("processes") or []:
+        rows.append(
+            [
+                cell(p.get("name")),
+                cell(p.get("state")),
+                cell(p.get("pid")),
+                cell(p.get("restarts")),
+                format_uptime(p.get("uptime")),
+                cell(p.get("release")),
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = [
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    if len(rows) == 1:
+        lines.append("(no processes)")
+    lines.append(f"release: {cell(status.get('release'))} (build {cell(status.get('build'))})")
+    lines.append(f"state: {cell(status.get('state'))}")
+    last = status.get("last_switch")
+    if isinstance(last, dict):
+        outcome = "ok" if last.get("ok") else f"FAILED: {last.get('error')}"
+        lines.append(
+            f"last switch: {cell(last.get('from'))} -> {cell(last.get('to'))} {outcome} "
+            f"in {cell(last.get('seconds'))} s at {format_time(last.get('finished_at'))}"
+        )
+    else:
+        lines.append("last switch: none")
+    rejected = status.get("rejected")
+    if isinstance(rejected, dict):
+        lines.append(
+            f"rejected: {cell(rejected.get('id'))} at {format_time(rejected.get('at'))}: "
+            f"{rejected.get('error')}"
+        )
+    return "\n".join(lines)
+
+
+def cmd_status(root: DeployRoot, args: argparse.Namespace) -> int:
+    status = fetch_status(root)
+    print(json.dumps(status) if args.json else format_status(status))
+    return 0
+
+
+# --- reload ------------------------------------------------------------------------------
+
+
+def reload_outcome(status: dict[str, Any], current: str | None, since: float) -> str | None:
+    """None while the reload has not settled; "" once it succeeded; else why it failed."""
+    if status.get("state") != "running":
+        return None
+    running = status.get("release")
+    last = status.get("last_switch")
+    rejected = status.get("rejected")
+    switched = isinstance(last, dict) and number(last.get("finished_at")) >= since
+    refused = isinstance(rejected, dict) and number(rejected.get("at")) >= since
+    if running == current and current is not None:
+        return ""
+    if not (switched or refused):
+        return None
+    if refused:
+        assert isinstance(rejected, dict)
+        return f"the daemon rejected {rejected.get('id') or 'current'}: {rejected.get('error')}"
+    assert isinstance(last, dict)
+    if not last.get("ok"):
+        return f"the switch to {last.get('to')} failed: {last.get('error')}"
+    return f"the daemon runs {cell(running)}, but current is {cell(current)}"
+
+
+def number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else float("-inf")
+
+
+def cmd_reload(root: DeployRoot, args: argparse.Namespace) -> int:
+    since = time.time()
+    call(root, {"cmd": "reload"})
+    if not args.wait:
+        print("reload requested")
+        return 0
+    deadline = time.monotonic() + args.timeout
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = fetch_status(root)
+        outcome = reload_outcome(status, root.current_release_id(), since)
+        if outcome == "":
+            print(f"running {status.get('release')}")
+            return 0
+        if outcome is not None:
+            raise OperationFailed(f"{outcome}; still running {cell(status.get('release'))}")
+        time.sleep(POLL_INTERVAL)
+    raise OperationFailed(
+        f"reload did not settle within {args.timeout:g} s (state {cell(status.get('state'))}, "
+        f"running {cell(status.get('release'))})"
+    )
+
+
+# --- processes, logs, shutdown -----------------------------------------------------------
+
+PAST = {"restart": "restarted", "stop": "stopped", "start": "started"}
+
+
+def cmd_process(root: DeployRoot, args: argparse.Namespace) -> int:
+    timeout = SHORT_TIMEOUT if args.command == "start" else LONG_TIMEOUT
+    reply = call(root, {"cmd": args.command, "target": args.target}, timeout=timeout)
+    names = reply.get("affected") or []
+    print(f"{PAST[args.command]}: {', '.join(map(str, names)) or 'nothing'}")
+    return 0
+
+
+def cmd_logs(root: DeployRoot, args: argparse.Namespace) -> int:
+    payload = {"cmd": "logs", "name": args.name, "n": args.n, "follow": args.follow}
+    try:
+        if not args.follow:
+            for line in call(root, payload).get("lines") or []:
+                print(line)
+            return 0
+        follow_logs(root, payload)
+    except BrokenPipeError:
+        # the reader of our stdout left (`| head`): that ends us, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def follow_logs(root: DeployRoot, payload: dict[str, Any]) -> None:
+    replies = daemon_client.request_stream(root.control_socket, payload, timeout=SHORT_TIMEOUT)
+    first = next(replies, None)
+    if first is None:
+        raise OperationFailed("the daemon closed the connection without a reply")
+    if first.get("ok") is not True:
+        raise OperationFailed(str(first.get("error") or "the daemon refused the request"))
+    for line in first.get("lines") or []:
+        print(line)
+    sys.stdout.flush()
+    for reply in replies:
+        if "line" in reply:
+            print(reply["line"], flush=True)
+
+
+def cmd_shutdown(root: DeployRoot, args: argparse.Namespace) -> int:
+    call(root, {"cmd": "shutdown"})
+    print("the daemon is shutting down")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[DeployRoot, argparse.Namespace], int]] = {
+    "status": cmd_status,
+    "reload": cmd_reload,
+    "restart": cmd_process,
+    "stop": cmd_process,
+    "start": cmd_process,
+    "logs": cmd_logs,
+    "shutdown": cmd_shutdown,
+}
+
+__all__ = ["add_client_commands", "run_client_command"]
