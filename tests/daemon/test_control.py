@@ -346,3 +346,10 @@ async def test_a_client_that_never_reads_is_dropped(
                 received += 1
         assert received < 100
         assert (await busy.ask({"cmd": "status"}))["ok"]
+
+
+async def test_a_path_too_long_is_a_clear_error(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 120) / "supervisord-lite.sock"
+    with pytest.raises(OperationFailed, match="too long"):
+        await serve_control(deep, FakeTarget())
+    assert not deep.parent.exists()

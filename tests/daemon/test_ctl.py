@@ -104,8 +104,12 @@ class FakeDaemon:
         return receive
 
     def publish(self, line: str) -> None:
-        for sub in self.subscribers:
-            sub.send_nowait(line)
+        for sub in list(self.subscribers):
+            try:
+                sub.send_nowait(line)
+            except (anyio.WouldBlock, anyio.BrokenResourceError):
+                self.subscribers.remove(sub)
+                sub.close()
 
     def end_streams(self) -> None:
         for sub in self.subscribers:
@@ -158,6 +162,7 @@ def served(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Serve
             yield Served(root, daemon, portal, capsys)
         finally:
             future.cancel()
+            portal.call(daemon.end_streams)
 
 
 def test_status_table_and_json(served: Served) -> None:
@@ -421,3 +426,26 @@ def test_reload_outcome_rule() -> None:
     assert reload_outcome(new_reject, "v2", since=100.0) == "the daemon rejected v2: x"
     # current vanished: the daemon rejects it, and that is the answer
     assert reload_outcome(new_reject, None, since=100.0) == "the daemon rejected v2: x"
+
+
+def test_logs_follow_into_a_closed_pipe_ends_quietly(served: Served) -> None:
+    # `supervisord-lite logs -f | head -1`: the reader leaves, the follower must too
+    with subprocess.Popen(
+        [DAEMON, "logs", "-f", "-n", "1", "--root", str(served.root.path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == b"worker.1 | tick\n"
+            proc.stdout.close()
+            wait_until(lambda: served.daemon.subscribers, what="the follower to subscribe")
+            for i in range(3):
+                served.portal.call(served.daemon.publish, f"web.1 | into the void {i}")
+            assert proc.wait(timeout=30) == 0
+            assert proc.stderr is not None
+            assert proc.stderr.read() == b""
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
