@@ -263,3 +263,16 @@ async def test_run_watchdog_pings_only_while_healthy(tmp_path: Path) -> None:
             await asked_again(2)
             assert drain(sock)
             tg.cancel_scope.cancel()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to send as another uid")
+async def test_datagrams_from_another_uid_are_ignored() -> None:
+    # an abstract socket has no permissions: the sender's credentials are the only gate
+    as_nobody = "import os, socket, sys\nos.setgid(65534)\nos.setuid(65534)\n" + SD_NOTIFY_CHILD
+    async with open_child_notify("web.1") as child:
+        await run_child(as_nobody, child.address, "STATUS=forged\nREADY=1")
+        await run_child(SD_NOTIFY_CHILD, child.address, "STATUS=real")
+        with anyio.fail_after(30):
+            while child.status != "real":
+                await anyio.sleep(0.01)
+        assert not child.ready
