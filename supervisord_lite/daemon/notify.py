@@ -186,6 +186,11 @@ class ChildNotify:
                 )
             except (BlockingIOError, InterruptedError):
                 continue
+            except OSError as exc:
+                # readiness can no longer arrive: say so, and let the check fail now
+                log.warning("notify socket %s: %s", self.address, exc)
+                self._close()
+                return
             uid, pid = credentials(ancdata)
             if uid not in (os.getuid(), 0):
                 log.warning("notify socket %s: ignored a datagram from uid %s", self.address, uid)
