@@ -129,7 +129,9 @@ def test_garbage_current_falls_back_to_last_good(droot: Root, daemon: Any, tmp_p
     marker.unlink()
     d2 = daemon()
     wait_until(marker.exists, what="last-good release started")
-    assert "FALLING BACK to last-good v1" in d2.output()
+    wait_until(
+        lambda: "FALLING BACK to last-good v1" in d2.output(), what="FALLING BACK to last-good v1"
+    )
 
 
 def tail(path: Path, nbytes: int = 1 << 20) -> list[str]:

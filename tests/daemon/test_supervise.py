@@ -77,7 +77,10 @@ def test_a_child_ignoring_sigterm_is_killed_after_stop_timeout(droot: Root, daem
     took = time.monotonic() - started
     assert 0.9 < took < 10, took
     assert not pid_alive(pid)
-    assert "still running 1 s after SIGTERM; killing it" in d.output()
+    wait_until(
+        lambda: "still running 1 s after SIGTERM; killing it" in d.output(),
+        what="still running 1 s after SIGTERM; killing it",
+    )
 
 
 def test_double_fork_leaves_nothing_after_stop_switch_and_shutdown(
@@ -131,7 +134,7 @@ def test_daemon_killed_then_restarted_leaves_nothing_of_the_old(
     d2 = daemon()
     wait_until(lambda: len(running(d2)) == 3, what="3 running again")
     wait_until(lambda: not alive(everything), timeout=10, what="old generation gone")
-    assert "previous daemon left" in d2.output()
+    wait_until(lambda: "previous daemon left" in d2.output(), what="previous daemon left")
 
 
 def test_restart_policies(droot: Root, daemon: Any) -> None:
@@ -153,7 +156,10 @@ def test_not_ready_in_time_is_stopped_and_retried(droot: Root, daemon: Any) -> N
     droot.release(proc("web", SLEEP(3600), ready=never, ready_timeout=0.5))
     d = daemon("--max-backoff", "0.2")
     wait_until(lambda: one(d, "web.1")["restarts"] >= 2, what="retried")
-    assert "web.1: not ready within 0.5 s; stopping it" in d.output()
+    wait_until(
+        lambda: "web.1: not ready within 0.5 s; stopping it" in d.output(),
+        what="web.1: not ready within 0.5 s; stopping it",
+    )
     assert one(d, "web.1")["state"] in ("STARTING", "STOPPING", "BACKOFF")
 
 
