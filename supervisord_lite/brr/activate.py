@@ -29,6 +29,7 @@ from supervisord_lite.manifest import Release, load_release
 
 BASE_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ")
 OUTPUT_TAIL = 4000
+GRACE = 5.0  # seconds --wait gives a daemon that is not running yet to appear
 
 
 @dataclass(frozen=True)
@@ -117,10 +118,21 @@ def signal_daemon(root: DeployRoot) -> int | None:
 
 def wait_for_daemon(root: DeployRoot, release_id: str, since: float, timeout: float) -> None:
     """Block until the daemon runs release_id; OperationFailed if the switch failed."""
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     last: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        reply = daemon_client.request(root.control_socket, {"cmd": "status"}, timeout=10)
+        try:
+            reply = daemon_client.request(root.control_socket, {"cmd": "status"}, timeout=10)
+        except OperationFailed:
+            # a daemon being started (by systemd, or by hand a moment ago) is given a
+            # few seconds to appear before "not running" is the answer
+            if daemon_client.daemon_pid(root) is None and time.monotonic() > started + GRACE:
+                raise OperationFailed(
+                    f"daemon not running: {release_id} is current and will run when it starts"
+                ) from None
+            time.sleep(0.1)
+            continue
         status = reply.get("status") if reply.get("ok") else None
         if isinstance(status, dict):
             last = status
@@ -169,9 +181,5 @@ def signal_and_wait(
     """After activation: SIGHUP the daemon, and with wait, block until it settled."""
     pid = signal_daemon(root) if send_signal else None
     if wait:
-        if daemon_client.daemon_pid(root) is None:
-            raise OperationFailed(
-                f"daemon not running: {release_id} is current and will run when it starts"
-            )
         wait_for_daemon(root, release_id, since, timeout)
     return pid

@@ -219,7 +219,8 @@ def activate_and_report(
             release_id = act.rollback_target(root, release_id)
         activation = act.activate(root, release_id, event=event)
     data = {"id": activation.release.id, **finish_activation(root, args, activation, since)}
-    was = f" (was {activation.previous})" if activation.previous else ""
+    previous = activation.previous
+    was = f" (was {previous})" if previous and previous != activation.release.id else ""
     return data, f"{activation.release.id} is current{was}{signal_note(data)}", 0
 
 
