@@ -11,15 +11,14 @@ usage (no root), 78 when there is no release to run.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
 from collections.abc import Sequence
-from types import ModuleType
 
 import anyio
 
+from supervisord_lite.daemon.ctl import add_client_commands, run_client_command
 from supervisord_lite.daemon.main import Daemon, load_first
 from supervisord_lite.daemon.output import Output
 from supervisord_lite.daemon.pidfile import hold_daemon_lock
@@ -31,14 +30,6 @@ from supervisord_lite.errors import BrrError, ConfigMissing
 from supervisord_lite.layout import resolve_root
 
 PROG = "supervisord-lite"
-
-
-def client_module() -> ModuleType | None:
-    """ctl.py, the control-client subcommands, once it exists."""
-    try:
-        return importlib.import_module("supervisord_lite.daemon.ctl")
-    except ModuleNotFoundError:
-        return None
 
 
 class OutputHandler(logging.Handler):
@@ -74,9 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="cap of the restart backoff (default 30)",
     )
-    ctl = client_module()
-    if ctl is not None:
-        ctl.add_client_commands(sub)
+    add_client_commands(sub)
     return parser
 
 
@@ -113,10 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return run_daemon(args)
-        ctl = client_module()
-        assert ctl is not None
-        code: int = ctl.run_client_command(args)
-        return code
+        return run_client_command(args)
     except BrrError as exc:
         print(f"{PROG}: error: {exc.message}", file=sys.stderr)
         return exc.exit_code

@@ -211,3 +211,23 @@ def test_declared_socket_is_fd_3_with_listen_env(droot: Root, daemon: Any) -> No
     wait_until(lambda: "web.1 | serving" in d.output(), what="serving on fd 3")
     with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
         assert c.recv(100) == b"v1"
+
+
+def test_status_json_has_exactly_the_contract_shape(droot: Root, daemon: Any) -> None:
+    droot.release(proc("web", SLEEP(3600), scale=2))
+    daemon()
+    res = subprocess.run(
+        [DAEMON, "status", "--json", "--root", str(droot.path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    st = json.loads(res.stdout)
+    assert set(st) == {"release", "build", "state", "processes", "last_switch", "rejected"}
+    assert st["release"] == "v1" and st["build"].startswith("b-")
+    assert st["state"] in ("starting", "running")
+    assert st["last_switch"] is None and st["rejected"] is None
+    keys = {"name", "type", "release", "pid", "state", "restarts", "uptime", "exit_code"}
+    assert [set(p) for p in st["processes"]] == [keys, keys]
+    assert [p["name"] for p in st["processes"]] == ["web.1", "web.2"]
