@@ -18,8 +18,9 @@ supervisor at a time, all of them for one N before the next N, and is measured o
   same window (/proc/PID/task/TID/status), per second: how often it blocks, so how often
   something woke it up;
 - RSS and threads of those processes, after the window;
-- respawn (N = 100 only): kill -9 of the oldest child, 20 times, one after the other;
-  the time from the kill to a new descendant pid appearing (/proc polled every 0.5 ms);
+- respawn (N = 100 only): kill -9 of the oldest child, 20 times, one after the other
+  with a random pause between (see measure_respawn); the time from the kill to a new
+  descendant pid appearing (/proc polled every 0.5 ms);
 - stop all: from SIGTERM to the supervisor until every child is gone from /proc (reaped),
   and, apart, until the supervisor itself has exited;
 - crash loop: a program that exits 1 at once (it appends a line to a file first, so every
@@ -44,6 +45,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import resource
 import shutil
 import signal
@@ -245,7 +247,7 @@ class Supervisord:
         text = (
             f"[unix_http_server]\nfile={work}/supervisor.sock\n\n"
             f"[supervisord]\nnodaemon=true\nlogfile={work}/supervisord.log\n"
-            f"pidfile={work}/supervisord.pid\nchildlogdir={work}/childlogs\nminfds=8192\n\n"
+            f"pidfile={work}/supervisord.pid\nchildlogdir={work}/childlogs\n\n"
             "[rpcinterface:supervisor]\n"
             "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n"
             f"[supervisorctl]\nserverurl=unix://{work}/supervisor.sock\n"
@@ -299,7 +301,7 @@ class Lite:
         env = dict(os.environ, BRR_ROOT=str(root))
 
         def state_of(name: str) -> str:
-            out = quiet([str(LITE), "status", "--root", str(root), "--json"], env=env)
+            out = quiet([str(LITE), "status", "--json"], env=env)  # the root from BRR_ROOT
             try:
                 status = json.loads(out)
                 procs = [p for p in status["processes"] if p.get("type") == name]
@@ -495,6 +497,7 @@ def measure_idle(run: Run, window: float) -> dict[str, Any]:
 def measure_respawn(run: Run, n: int, kills: int, timeout: float) -> dict[str, Any]:
     latencies: list[float] = []
     missed = 0
+    rng = random.Random(3)
     for _ in range(kills):
         wait_count(run, n, timeout)
         victim = run.tree.programs()[0]  # the oldest: past any startsecs, so RUNNING
@@ -518,7 +521,10 @@ def measure_respawn(run: Run, n: int, kills: int, timeout: float) -> dict[str, A
             missed += 1
         else:
             latencies.append(found)
-        time.sleep(0.05)
+        # A supervisor that respawns on a timer would be hit at the same phase of it every
+        # time if we killed right after each respawn: pause a random part of the longest
+        # respawn seen so far (about the timer's period).
+        time.sleep(0.05 + rng.uniform(0, min(max(latencies, default=0.0), 5.0)))
     wait_count(run, n, timeout)
     return {
         "respawn_ms": [x * 1000 for x in latencies],
@@ -679,6 +685,8 @@ def cell(
     show_ratio: bool,
 ) -> str:
     value = res.get(key)
+    if key == "stop_all_s" and res.get("stop_left"):
+        return f"{res['stop_left']} still alive after 30 s"
     if value is None:
         return "n/a"
     text = fmt(value)
@@ -689,8 +697,14 @@ def cell(
     return text
 
 
+def one_line(text: str, limit: int = 160) -> str:
+    """text fit for one table cell."""
+    text = " ".join(str(text).split()).replace("|", "/")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def na_row(name: str, reason: str, width: int) -> list[str]:
-    return [name, f"n/a ({reason})"] + [""] * (width - 2)
+    return [name, f"n/a ({one_line(reason)})"] + [""] * (width - 2)
 
 
 def render(results: dict[str, Any], cfg: Config, versions: dict[str, str], quick: bool) -> str:
@@ -702,7 +716,9 @@ def render(results: dict[str, Any], cfg: Config, versions: dict[str, str], quick
         f"supervisord {versions.get('supervisord', '?')}, circus {versions.get('circus', '?')}"
         f"{' (--quick: shorter windows, fewer kills)' if quick else ''}. "
         "Each supervisor runs N copies of `sleep 100000`; figures in parentheses are the "
-        "ratio to supervisord in this run. What each column means is in the script's header.",
+        "ratio to supervisord in this run. What each column means is in the script's header. "
+        f"Load average (1 min) at the start and the end: {results['loadavg'][0]:.2f}, "
+        f"{results['loadavg'][1]:.2f} (anything else running skews the figures).",
     ]
     per_n = results["formation"]
     fmt_cpu = lambda v: f"{v:.0f} ms" if v >= 10 else f"{v:.1f} ms"  # noqa: E731
@@ -727,7 +743,7 @@ def render(results: dict[str, Any], cfg: Config, versions: dict[str, str], quick
                 cell(res, key, fmt, base, peer != "supervisord") for _title, key, fmt in columns
             ]
             if "error" in res:
-                row[0] += f" (then failed: {res['error']})"
+                row[0] += f" (then failed: {one_line(res['error'])})"
             rows.append(row)
         out += ["", bl.table([f"N = {n}"] + [c[0] for c in columns], rows)]
 
@@ -776,7 +792,7 @@ def render(results: dict[str, Any], cfg: Config, versions: dict[str, str], quick
                 peer,
                 cell(res, "crash_cpu_ms", fmt_cpu, base, peer != "supervisord"),
                 str(res["crash_restarts"]),
-                res["crash_state"].replace("|", "/"),
+                one_line(res["crash_state"]),
             ]
         )
     out += [
@@ -873,7 +889,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg.peers = [p for p in PEER_NAMES if p in args.only]
     save = not args.no_save and (args.save or not (args.quick or args.only))
 
-    # supervisord asks for 8192 fds for 500 children with pipes and log files
+    # supervisord holds about 5 fds a child (3 pipes, 2 log files): 500 children need a
+    # higher soft limit than the usual 1024. It is raised here, not with supervisord's
+    # minfds, because supervisord closes fds 3..minfds in every child it forks, one
+    # close(2) at a time in Python, which would slow its spawning down for our config's sake.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 16384 if hard == resource.RLIM_INFINITY else min(hard, 16384)
     if soft != resource.RLIM_INFINITY and soft < want:
@@ -894,6 +913,7 @@ def main(argv: list[str] | None = None) -> int:
         if reason:
             skip["supervisord-lite"] = reason
 
+    load_start = os.getloadavg()[0]
     results: dict[str, Any] = {
         "formation": {},
         "crash": {},
@@ -924,6 +944,7 @@ def main(argv: list[str] | None = None) -> int:
             cleanup(run)
         shutil.rmtree(base, ignore_errors=True)
 
+    results["loadavg"] = [load_start, os.getloadavg()[0]]
     text = render(results, cfg, versions, args.quick)
     print(text)
     print(f"(bench took {time.monotonic() - t_start:.0f} s)", file=sys.stderr)
