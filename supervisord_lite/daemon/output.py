@@ -3,8 +3,9 @@
 Choices, and what was rejected:
 - One reader task per child, reading its non-blocking pipe after `anyio.wait_readable`,
   at most CHUNK bytes per wake-up: a flooding child gets its turn like every other and
-  cannot starve them. A line longer than MAX_LINE is cut there and the rest of it
-  dropped (marked), so a 10 MB line costs 64 KiB of memory, not 10 MB.
+  cannot starve them. A line longer than MAX_LINE is split into lines of MAX_LINE bytes
+  as it arrives, so a 10 MB line costs 64 KiB of memory, not 10 MB, and nothing the
+  child wrote is lost (truncating was rejected for that reason).
 - The daemon never blocks on its own stdout: lines are queued in memory and one writer
   task hands them to a worker thread in batches. If stdout is slower than the children
   (a stuck journald, a paused terminal), the queue is capped and the excess lines are
@@ -14,8 +15,8 @@ Choices, and what was rejected:
 - Rings (per process and one for all) hold recent lines for `logs -n`; followers of
   `logs -f` get a bounded stream fed with send_nowait; one that falls behind loses
   lines, it never slows the daemon.
-- SIGUSR1 reopens log files: there are none yet (logging to ROOT/logs is not written),
-  so `reopen` is the hook for it.
+- Per-process log files (logfiles.py, when enabled) get every line too, without the
+  `web.1 | ` prefix; SIGUSR1 reopens them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectSendStream
 
+from supervisord_lite.daemon.logfiles import LogFiles
+
 CHUNK = 64 * 1024
 MAX_LINE = 64 * 1024
 RING = 1000
@@ -39,8 +42,9 @@ FINAL_FLUSH = 1.0
 class Output:
     """Every line of every child passes through `emit`."""
 
-    def __init__(self, fd: int = 1) -> None:
+    def __init__(self, fd: int = 1, *, files: LogFiles | None = None) -> None:
         self._fd = fd
+        self._files = files
         self._rings: dict[str, deque[str]] = {}
         self._all: deque[str] = deque(maxlen=RING)
         self._followers: list[tuple[str | None, MemoryObjectSendStream[str]]] = []
@@ -57,13 +61,14 @@ class Output:
         self._rings.setdefault(name, deque(maxlen=RING)).append(line)
         self._all.append(line)
         self._enqueue(line)
+        if self._files is not None:
+            self._files.write(name, (text + "\n").encode("utf-8", "replace"))
         if self._followers:
             self._feed(name, line)
 
     async def pump(self, name: str, fd: int) -> None:
         """Read the child's output until EOF; closes fd. Cancellation is the way out too."""
         partial = bytearray()
-        cut = False  # inside an over-long line whose rest we drop
         try:
             while True:
                 await anyio.wait_readable(fd)
@@ -73,29 +78,23 @@ class Output:
                     continue
                 if not data:
                     break
-                lines = data.split(b"\n")
-                for piece in lines[:-1]:
-                    if not cut:
-                        partial += piece
-                        self._emit_bounded(name, partial)
+                *lines, rest = data.split(b"\n")
+                for piece in lines:
+                    partial += piece
+                    self._emit_split(name, partial)
                     partial.clear()
-                    cut = False
-                if not cut:
-                    partial += lines[-1]
-                    if len(partial) > MAX_LINE:
-                        self._emit_bounded(name, partial)
-                        partial.clear()
-                        cut = True
-            if partial and not cut:
-                self._emit_bounded(name, partial)
+                partial += rest
+                while len(partial) >= MAX_LINE:
+                    self.emit(name, self._decode(partial[:MAX_LINE]))
+                    del partial[:MAX_LINE]
+            if partial:
+                self.emit(name, self._decode(partial))
         finally:
             os.close(fd)
 
-    def _emit_bounded(self, name: str, line: bytearray) -> None:
-        if len(line) > MAX_LINE:
-            self.emit(name, self._decode(line[:MAX_LINE]) + " [line cut]")
-        else:
-            self.emit(name, self._decode(line))
+    def _emit_split(self, name: str, line: bytearray) -> None:
+        for start in range(0, max(len(line), 1), MAX_LINE):
+            self.emit(name, self._decode(line[start : start + MAX_LINE]))
 
     @staticmethod
     def _decode(data: bytes | bytearray) -> str:
@@ -152,7 +151,13 @@ class Output:
             self._failed += 1
 
     def reopen(self) -> None:
-        """SIGUSR1: reopen log files (none are kept yet)."""
+        """SIGUSR1: reopen the log files (after logrotate renamed them)."""
+        if self._files is not None:
+            self._files.reopen()
+
+    def close(self) -> None:
+        if self._files is not None:
+            self._files.close()
 
     # --- readers -------------------------------------------------------------------------
 
