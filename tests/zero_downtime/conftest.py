@@ -57,7 +57,11 @@ def example_app(
     """
     code = (EXAMPLE_APP / "app.py").read_text()
     if crash:
-        code = 'raise SystemExit("crashing at start on purpose") from None\n' + code
+        main = '\n    main()\n'
+        assert code.endswith(main), "contrib/example-app/app.py no longer ends with main()"
+        crash_now = '\n    print("crashing at start", flush=True)\n    sys.exit(3)\n'
+        code = code[: -len(main)] + crash_now
+        code = code.replace("\nimport os\n", "\nimport os\nimport sys\n", 1)
     if held_socket:
         head = f'sockets:\n  http: {{bind: "127.0.0.1:{port}", backlog: 1024}}\n'
         web = "    sockets: [http]\n"

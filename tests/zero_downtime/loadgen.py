@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import http.client
+import itertools
 import re
 import socket
 import threading
@@ -147,6 +148,12 @@ class LoadGen:
 def failures(samples: Iterable[Sample]) -> Counter[str]:
     """Error kind -> count, for the samples that failed."""
     return Counter(s.kind for s in samples if not s.ok)
+
+
+def longest_pause(samples: Iterable[Sample], start: float, end: float) -> float:
+    """The longest stretch of [start, end] in which no request was started."""
+    times = [start, *sorted(s.start for s in samples if start <= s.start <= end), end]
+    return max(b - a for a, b in itertools.pairwise(times))
 
 
 def summary(samples: list[Sample]) -> dict[str, object]:
