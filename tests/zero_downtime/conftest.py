@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from supervisord_lite.daemon.reaper import kill_previous
@@ -149,6 +150,14 @@ class Deploy:
             return s if s.ok and s.release == release else None
 
         return wait_until(answered, timeout=timeout, interval=0.1, what=f"{release} serving")
+
+    def listener(self) -> int:
+        """The inode of the daemon's listening socket on the port: the same socket or not."""
+        assert self.daemon is not None
+        for conn in psutil.Process(self.daemon.pid).net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr.port == self.port:
+                return os.stat(f"/proc/{self.daemon.pid}/fd/{conn.fd}").st_ino
+        raise AssertionError(f"the daemon holds no listener on port {self.port}")
 
     def status(self) -> dict[str, Any]:
         reply = request(DeployRoot(self.root).control_socket, {"cmd": "status"})
