@@ -4,8 +4,9 @@
 daemon lock first (so a second daemon is refused before it touches anything), then kill
 what a SIGKILLed predecessor left (reaper.kill_previous), then read the release (so exit
 78 leaves nothing running), then become a subreaper and enter the event loop.
+Plugins are loaded before the lock, so a typo in --plugin is exit 2 and nothing else.
 Exit codes: 0 after a clean shutdown, 1 when another daemon holds the root, 2 for bad
-usage (no root), 78 when there is no release to run.
+usage (no root, an unknown plugin), 78 when there is no release to run.
 """
 
 from __future__ import annotations
@@ -14,19 +15,28 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import anyio
 
 from supervisord_lite.daemon.ctl import add_client_commands, run_client_command
+from supervisord_lite.daemon.logfiles import LogFiles
 from supervisord_lite.daemon.main import Daemon, load_first
 from supervisord_lite.daemon.output import Output
 from supervisord_lite.daemon.pidfile import hold_daemon_lock
+from supervisord_lite.daemon.plugins import (
+    Plugin,
+    load_plugins,
+    make_runners,
+    parse_plugin_opts,
+    ready_checks_of,
+)
 from supervisord_lite.daemon.process import Services
 from supervisord_lite.daemon.ready import ReadyRegistry
 from supervisord_lite.daemon.reaper import Reaper, become_subreaper, kill_previous
 from supervisord_lite.daemon.spawn import base_env
-from supervisord_lite.errors import BrrError, ConfigMissing
+from supervisord_lite.errors import BadInput, BrrError, ConfigMissing
 from supervisord_lite.layout import resolve_root
 
 PROG = "supervisord-lite"
@@ -65,6 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="cap of the restart backoff (default 30)",
     )
+    run.add_argument("--watch", action="store_true", help="also reload when current changes")
+    run.add_argument(
+        "--plugin", action="append", default=[], metavar="NAME", help="enable a plugin"
+    )
+    run.add_argument(
+        "--plugin-opt",
+        action="append",
+        default=[],
+        metavar="NAME.KEY=VALUE",
+        help="an option for an enabled plugin",
+    )
+    run.add_argument(
+        "--log-files", action="store_true", help="also write each process's lines to ROOT/logs"
+    )
+    run.add_argument("--log-dir", metavar="DIR", help="like --log-files, into DIR")
     add_client_commands(sub)
     return parser
 
@@ -73,13 +98,17 @@ def run_daemon(args: argparse.Namespace) -> int:
     root = resolve_root(args.root)
     if not root.path.is_dir():
         raise ConfigMissing(f"deploy root {root.path} does not exist")
-    output = Output()
+    plugins = load_plugins(parse_plugin_opts(args.plugin_opt, args.plugin))
+    log_dir = Path(args.log_dir) if args.log_dir else root.logs if args.log_files else None
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    output = Output(files=LogFiles(log_dir) if log_dir is not None else None)
     handler = OutputHandler(output)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     with hold_daemon_lock(root):
-        reaper = Reaper(root.run_dir / "children.json")
-        killed = kill_previous(root.run_dir / "children.json", root.builds)
+        record = root.run_dir / "children.json"
+        killed = kill_previous(record, root.builds)
         if killed:
             logging.getLogger(PROG).warning("killed %d process(es) a previous daemon left", killed)
         release = load_first(root)
@@ -87,14 +116,26 @@ def run_daemon(args: argparse.Namespace) -> int:
         services = Services(
             root=root,
             output=output,
-            reaper=reaper,
-            ready=ReadyRegistry(),
+            reaper=Reaper(record),
+            ready=ready_registry(plugins),
             base_env=base_env(os.environ, args.pass_env),
             max_backoff=args.max_backoff,
         )
-        daemon = Daemon(root, services)
+        runners = make_runners(services.bus, plugins)
+        daemon = Daemon(root, services, runners=runners, watch=args.watch)
         anyio.run(daemon.run, release)
     return daemon.exit_code
+
+
+def ready_registry(plugins: Mapping[str, Plugin]) -> ReadyRegistry:
+    registry = ReadyRegistry()
+    for name, plugin in plugins.items():
+        for kind, fn in ready_checks_of(plugin).items():
+            try:
+                registry.register(kind, fn)
+            except ValueError as exc:
+                raise BadInput(f"plugin {name}: {exc}") from None
+    return registry
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,9 +3,10 @@
 Task tree (structured concurrency: cancellation is the stop path):
 
     root        output writer, reaper (SIGCHLD, children.json), signals, control socket,
-                systemd watchdog
-      gens      one task per live generation -> one task per process -> output pump
-      loop      the supervisor: first start, then one reload at a time
+                systemd watchdog, --watch
+      plugins   one runner per plugin, fed by the bus
+        gens    one task per live generation -> one task per process -> output pump
+        loop    the supervisor: first start, then one reload at a time
 
 Every trigger of a reload (SIGHUP, the control socket's `reload`) calls request_reload(),
 which only sets a flag in the Inbox and wakes the loop; a burst that arrives while a
@@ -13,7 +14,8 @@ switch runs folds into exactly one more reload after it. The signal task only ha
 signals on; it does no work in signal context (anyio delivers them to a task already).
 
 Shutdown (SIGTERM, SIGINT, `shutdown`): the loop is cancelled wherever it is (even
-mid-switch), then every live generation is stopped at once, in parallel, then the root
+mid-switch), then every live generation is stopped at once, in parallel; then the bus
+closes and plugins get PLUGIN_DRAIN seconds for the events still queued; then the root
 group is cancelled, which flushes the output.
 """
 
@@ -23,27 +25,38 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.abc
 
+from supervisord_lite.daemon.bus import (
+    DaemonStarted,
+    DaemonStopping,
+    ReleaseLoaded,
+    ReloadRejected,
+)
 from supervisord_lite.daemon.control import serve_control
 from supervisord_lite.daemon.generation import Generation, NotReady
 from supervisord_lite.daemon.notify import SystemdNotifier, run_watchdog
 from supervisord_lite.daemon.output import Output
+from supervisord_lite.daemon.plugins import PluginRunner
 from supervisord_lite.daemon.process import Process, Services
 from supervisord_lite.daemon.sockets import SocketBindError
 from supervisord_lite.daemon.states import ProcState
 from supervisord_lite.daemon.status import Rejection, SwitchRecord, snapshot, status_text
 from supervisord_lite.daemon.switch import switch
+from supervisord_lite.daemon.watch import watch_current
 from supervisord_lite.errors import BrrError, ConfigMissing
 from supervisord_lite.fsatomic import replace_symlink
 from supervisord_lite.layout import DeployRoot
 from supervisord_lite.manifest import Release, load_release
 
 log = logging.getLogger("supervisord_lite.daemon")
+
+PLUGIN_DRAIN = 5.0  # how long plugins may take over the last events at shutdown
 
 
 class Inbox:
@@ -88,9 +101,20 @@ def load_first(root: DeployRoot) -> Release:
 class Daemon:
     """The run stage of one root; implements control.ControlTarget."""
 
-    def __init__(self, root: DeployRoot, services: Services) -> None:
+    def __init__(
+        self,
+        root: DeployRoot,
+        services: Services,
+        *,
+        runners: Sequence[PluginRunner] = (),
+        watch: bool = False,
+    ) -> None:
         self.root = root
         self.services = services
+        self.bus = services.bus
+        self._runners = list(runners)
+        self._watch = watch
+        self._stop_reason = "shutdown requested"
         self.output: Output = services.output
         self.notifier = SystemdNotifier.from_environ()
         self.state = "starting"
@@ -114,22 +138,37 @@ class Daemon:
             await root_tg.start(self._run_signals)
             root_tg.start_soon(run_watchdog, self.notifier, lambda: True)
             await root_tg.start(serve_control, self.root.control_socket, self)
-            async with anyio.create_task_group() as gens:
-                self._gens = gens
-                async with anyio.create_task_group() as loop:
-                    self._loop = loop
-                    loop.start_soon(self._run_loop, first)
-                    await self._shutdown.wait()
-                    loop.cancel_scope.cancel()
-                self.state = "stopping"
-                log.info("stopping every process")
-                self.notifier.stopping()
-                async with anyio.create_task_group() as stopping:
-                    for generation in list(self.generations):
-                        stopping.start_soon(self.retire_generation, generation)
+            if self._watch:
+                await root_tg.start(watch_current, self.root.path, self.request_reload)
+            self.bus.publish(DaemonStarted(os.getpid(), str(self.root.path)))
+            async with anyio.create_task_group() as plugins:
+                for runner in self._runners:
+                    plugins.start_soon(runner.run)
+                await self._run_generations(first)
+                self.bus.close()  # the runners deliver what is queued, then end
+                plugins.cancel_scope.deadline = anyio.current_time() + PLUGIN_DRAIN
+            for runner in self._runners:
+                await runner.close()
             self.services.sockets.close_all()
+            self.output.close()
             log.info("all stopped; exiting")
             root_tg.cancel_scope.cancel()
+
+    async def _run_generations(self, first: Release) -> None:
+        async with anyio.create_task_group() as gens:
+            self._gens = gens
+            async with anyio.create_task_group() as loop:
+                self._loop = loop
+                loop.start_soon(self._run_loop, first)
+                await self._shutdown.wait()
+                loop.cancel_scope.cancel()
+            self.state = "stopping"
+            log.info("stopping every process (%s)", self._stop_reason)
+            self.bus.publish(DaemonStopping(self._stop_reason))
+            self.notifier.stopping()
+            async with anyio.create_task_group() as stopping:
+                for generation in list(self.generations):
+                    stopping.start_soon(self.retire_generation, generation)
 
     async def _run_signals(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -140,6 +179,7 @@ class Daemon:
             async for signum in signals:
                 match signum:
                     case signal.SIGTERM | signal.SIGINT:
+                        self._stop_reason = signal.Signals(signum).name
                         self.request_shutdown()
                     case signal.SIGHUP:
                         self.request_reload()
@@ -156,6 +196,7 @@ class Daemon:
             return
         self.active = generation
         log.info("running %s (build %s)", first.id, first.build)
+        self.bus.publish(ReleaseLoaded(first.id, first.build))
         try:
             await generation.wait_ready()
             self._mark_good(first)
@@ -177,6 +218,7 @@ class Daemon:
             kept = self.active.release.id if self.active else None
             log.error("reload: current is invalid, keeping %s: %s", kept, exc.message)
             self.rejected = Rejection(time.time(), self.root.current_release_id(), exc.message)
+            self.bus.publish(ReloadRejected(self.rejected.id, exc.message))
             return
         old = self.active.release if self.active else None
         if old is not None and (old.id, old.digest) == (new.id, new.digest):
@@ -184,6 +226,7 @@ class Daemon:
             return
         self.state = "switching"
         self.notifier.reloading()
+        self.bus.publish(ReleaseLoaded(new.id, new.build))
         try:
             self.last_switch = await switch(self, new)
         finally:

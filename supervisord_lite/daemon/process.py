@@ -33,6 +33,13 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from supervisord_lite.daemon.bus import (
+    EventBus,
+    ProcessExited,
+    ProcessFatal,
+    ProcessReady,
+    ProcessSpawned,
+)
 from supervisord_lite.daemon.notify import ChildNotify, open_child_notify
 from supervisord_lite.daemon.output import Output
 from supervisord_lite.daemon.ready import ReadyContext, ReadyFailed, ReadyRegistry
@@ -61,6 +68,7 @@ class Services:
     ready: ReadyRegistry
     base_env: dict[str, str]
     sockets: SocketPool = field(default_factory=SocketPool)
+    bus: EventBus = field(default_factory=EventBus)
     max_backoff: float = 30.0
 
 
@@ -177,6 +185,7 @@ class Process:
             self.restarts = self._spawns - 1
             self.pid, self.spawned_at, self.exit_code = child.pid, time.monotonic(), None
             log.info("%s: spawned pid %d (%s)", self.name, child.pid, self.release.id)
+            self.services.bus.publish(ProcessSpawned(self.name, self.release.id, child.pid))
             ctx = ReadyContext(self.name, cwd, env, notify)
             try:
                 code, not_ready = await self._supervise(child, ctx)
@@ -184,6 +193,16 @@ class Process:
                 with anyio.CancelScope(shield=True):
                     child.reap_now()
                     self.services.reaper.discard(child.pid)
+        self.services.bus.publish(
+            ProcessExited(
+                self.name,
+                self.release.id,
+                child.pid,
+                exit_code=code if code >= 0 else None,
+                signal=-code if code < 0 else None,
+                expected=not self._want,
+            )
+        )
         self._after_exit(code, not_ready=not_ready)
 
     @asynccontextmanager
@@ -223,6 +242,8 @@ class Process:
                 self.failures = 0
                 self.error = None
                 self._apply(ProcEvent.READY)
+                if self.pid is not None:
+                    self.services.bus.publish(ProcessReady(self.name, self.release.id, self.pid))
             return
         if self.state is ProcState.STARTING:
             not_ready[0] = True
@@ -276,6 +297,7 @@ class Process:
                 self.spec.fatal_cooloff,
             )
             self._apply(ProcEvent.GIVE_UP)
+            self.services.bus.publish(ProcessFatal(self.name, self.release.id, self.failures))
         else:
             # the first death of a process that was up is not a loop: restart at once
             first = self.crashes == 1 and was is ProcState.RUNNING

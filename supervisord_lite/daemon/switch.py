@@ -16,6 +16,7 @@ import logging
 import time
 from typing import Protocol
 
+from supervisord_lite.daemon.bus import EventBus, SwitchDone, SwitchFailed, SwitchStarted
 from supervisord_lite.daemon.generation import Generation, NotReady
 from supervisord_lite.daemon.status import SwitchRecord
 from supervisord_lite.manifest import Release
@@ -27,6 +28,7 @@ class Host(Protocol):
     """What a switch needs from the daemon: starting, retiring and naming generations."""
 
     active: Generation | None
+    bus: EventBus
 
     async def start_generation(self, release: Release) -> Generation: ...
 
@@ -39,6 +41,7 @@ async def switch(host: Host, new: Release) -> SwitchRecord:
     from_id = old.release.id if old else None
     started = time.monotonic()
     log.info("switch %s -> %s (%s)", from_id, new.id, new.switch)
+    host.bus.publish(SwitchStarted(from_id, new.id, new.switch))
     try:
         if new.switch == "stop-first":
             await stop_first(host, old, new)
@@ -47,9 +50,12 @@ async def switch(host: Host, new: Release) -> SwitchRecord:
     except NotReady as exc:
         error = f"{new.id} failed to start: {exc}"
         log.error("switch %s -> %s failed, %s keeps running: %s", from_id, new.id, from_id, exc)
-        return SwitchRecord(from_id, new.id, False, error, time.monotonic() - started, time.time())
+        seconds = time.monotonic() - started
+        host.bus.publish(SwitchFailed(from_id, new.id, error, seconds))
+        return SwitchRecord(from_id, new.id, False, error, seconds, time.time())
     seconds = time.monotonic() - started
     log.info("switch %s -> %s done in %.2f s", from_id, new.id, seconds)
+    host.bus.publish(SwitchDone(from_id, new.id, seconds))
     return SwitchRecord(from_id, new.id, True, None, seconds, time.time())
 
 

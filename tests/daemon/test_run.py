@@ -225,3 +225,32 @@ def test_status_json_has_exactly_the_contract_shape(droot: Root, daemon: Any) ->
     keys = {"name", "type", "release", "pid", "state", "restarts", "uptime", "exit_code"}
     assert [set(p) for p in st["processes"]] == [keys, keys]
     assert [p["name"] for p in st["processes"]] == ["web.1", "web.2"]
+
+
+def test_watch_reloads_when_current_changes(droot: Root, daemon: Any) -> None:
+    droot.release(proc("web", SLEEP(3600)))
+    d = daemon("--watch")
+    droot.release(proc("web", SLEEP(3600), scale=2))  # activated, no signal sent
+    wait_until(lambda: d.status()["release"] == "v2", what="switched by --watch")
+    assert len(d.status()["processes"]) == 2
+
+
+def test_log_files_get_each_process_lines(droot: Root, daemon: Any) -> None:
+    code = "import time\nprint('to the file', flush=True)\ntime.sleep(3600)"
+    droot.release(proc("web", python(code)))
+    daemon("--log-files")
+    log = droot.path / "logs" / "web.1.log"
+    wait_until(lambda: log.exists() and "to the file\n" in log.read_text(), what="log file")
+
+
+def test_an_unknown_plugin_is_exit_2(droot: Root) -> None:
+    droot.release(proc("web", SLEEP(3600)))
+    res = subprocess.run(
+        [DAEMON, "run", "--root", str(droot.path), "--plugin", "no-such-plugin"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 2
+    assert "no plugin named 'no-such-plugin'" in res.stderr
+    assert not droot.layout.pidfile.exists()
