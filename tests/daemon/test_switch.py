@@ -147,3 +147,37 @@ def test_a_storm_of_hups_while_current_flips_settles_on_current(droot: Root, dae
 
     wait_until(at_rest, timeout=60, what=f"exactly {want} running")
     assert d.proc.poll() is None
+
+
+def test_a_failed_stop_first_switch_brings_the_old_release_back(droot: Root, daemon: Any) -> None:
+    droot.release(proc("web", SLEEP(3600), scale=2))
+    d = daemon()
+    wait_until(lambda: len(running(d, "v1")) == 2, what="v1 running")
+    droot.release(proc("web", EXIT_1), switch="stop-first")
+    d.signal(signal.SIGHUP)
+    last = wait_until(lambda: switched(d, "v2"), what="switch over")
+    assert not last["ok"] and "exited with code 1" in last["error"]
+    wait_until(lambda: len(running(d, "v1")) == 2, what="v1 running again")
+    assert d.status()["release"] == "v1"
+
+
+NOTIFY_APP = python(
+    "import os, socket, time\n"
+    "time.sleep(0.5)\n"
+    "addr = os.environ['NOTIFY_SOCKET']\n"
+    "addr = '\\0' + addr[1:] if addr.startswith('@') else addr\n"
+    "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+    "s.sendto(b'READY=1', addr)\n"
+    "time.sleep(3600)"
+)
+
+
+def test_a_notify_ready_release_switches_once_it_says_ready(droot: Root, daemon: Any) -> None:
+    droot.release(proc("web", SLEEP(3600)))
+    d = daemon()
+    wait_until(lambda: len(running(d, "v1")) == 1, what="v1 running")
+    droot.release(proc("web", NOTIFY_APP, ready=ReadyCheck("notify")))
+    d.signal(signal.SIGHUP)
+    last = wait_until(lambda: switched(d, "v2"), what="switch over")
+    assert last["ok"], last
+    assert last["seconds"] >= 0.4
