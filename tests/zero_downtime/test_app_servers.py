@@ -1,0 +1,100 @@
+"""Issue 4 with real app servers: gunicorn and uvicorn on the daemon-held socket.
+
+gunicorn runs plain (`gunicorn app:app`): it finds the socket through LISTEN_FDS and
+LISTEN_PID by itself (adding `--bind fd://3` would make it take fd 3 twice). It also sends
+READY=1 to NOTIFY_SOCKET once its arbiter holds the socket, so `ready: {notify: true}`
+is a check the new release really passes itself. uvicorn takes the socket with
+`--fd 3`; it has no readiness signal of its own, so it gets `ready: {after: ...}`.
+Both are stopped with SIGTERM, drain for their graceful timeout, and get a stop_timeout
+above it, so the daemon never SIGKILLs them mid-request (docs/zero-downtime.md).
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+
+import pytest
+
+from tests.zero_downtime.conftest import GUNICORN, UVICORN, Deploy, server_app
+from tests.zero_downtime.loadgen import (
+    LoadGen,
+    failures,
+    longest_pause,
+    summary,
+    unexpected_releases,
+)
+
+SWITCHES = 10
+
+WSGI_APP = '''\
+import os
+
+RELEASE = os.environ["BRR_RELEASE"].encode()
+
+
+def app(environ, start_response):
+    body = RELEASE + b"\\n"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+ASGI_APP = '''\
+import os
+
+RELEASE = os.environ["BRR_RELEASE"].encode()
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body = RELEASE + b"\\n"
+    headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+'''
+
+
+def switch_ten_times(deploy: Deploy, cmd: str, ready: str, app: str, stop: int) -> None:
+    src = server_app(deploy.tmp / "src", deploy.port, cmd=cmd, ready=ready, app=app, stop=stop)
+    v1 = deploy.release(deploy.build(src), "GREETING=g1")
+    v2 = deploy.config_set("GREETING=g2")
+    deploy.start(v1)
+    listener = deploy.listener()
+    with LoadGen(deploy.port, threads=4, pace=0.01, max_duration=200) as load:
+        deploy.wait_serving(v1)
+        began = time.monotonic()
+        for i in range(SWITCHES):
+            deploy.switch(v2 if i % 2 == 0 else v1)
+            time.sleep(max(0.0, began + (i + 1) * 1.5 - time.monotonic()))
+        last = deploy.switches[-1]
+        time.sleep(2.0)  # a tail of load after the last switch
+    samples = load.snapshot()
+    tail = [s for s in samples if s.start > last.end]
+    print(f"\n{cmd.split()[0].rsplit('/', 1)[-1]}, {SWITCHES} switches: {summary(samples)}")
+    assert failures(samples) == {}, summary(samples)
+    assert unexpected_releases(samples, v1, deploy.switches) == []
+    assert longest_pause(samples, began, last.end) < 6.0
+    assert len(tail) >= 20 and {s.release for s in tail} == {last.new}
+    assert deploy.listener() == listener
+
+
+@pytest.mark.timeout(300)
+def test_gunicorn_ten_switches_under_load(deploy: Deploy) -> None:
+    cmd = f"{shlex.quote(GUNICORN)} app:app --workers 2 --graceful-timeout 5"
+    switch_ten_times(deploy, cmd, "{notify: true}", WSGI_APP, stop=10)
+
+
+@pytest.mark.timeout(300)
+def test_uvicorn_ten_switches_under_load(deploy: Deploy) -> None:
+    cmd = (
+        f"{shlex.quote(UVICORN)} app:app --fd 3 --timeout-graceful-shutdown 5 "
+        "--no-access-log"
+    )
+    switch_ten_times(deploy, cmd, "{after: 1.5}", ASGI_APP, stop=10)
