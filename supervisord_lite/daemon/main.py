@@ -152,6 +152,7 @@ class Daemon:
             self.services.sockets.close_all()
             self.output.close()
             log.info("all stopped; exiting")
+            await self.output.drain()
             root_tg.cancel_scope.cancel()
 
     async def _run_generations(self, first: Release) -> None:

@@ -52,6 +52,8 @@ class Output:
         self._queued = 0
         self._dropped = 0
         self._failed = 0  # writes stdout refused
+        self._closing = False
+        self._drained = anyio.Event()
         self._wake = anyio.Event()
 
     # --- producers ---------------------------------------------------------------------
@@ -112,13 +114,13 @@ class Output:
         self._wake.set()
 
     async def run_writer(self) -> None:
-        """Write queued lines to the daemon's stdout until cancelled, then flush.
+        """Write queued lines to the daemon's stdout until cancelled or drained.
 
         A stdout that fails (EPIPE: the reader went away) loses lines, never the daemon.
         """
         writing = False
         try:
-            while True:
+            while not (self._closing and not self._queue):
                 await self._wake.wait()
                 self._wake = anyio.Event()
                 batch = self._take()
@@ -127,8 +129,16 @@ class Output:
                 await anyio.to_thread.run_sync(self._write, batch, abandon_on_cancel=True)
                 writing = False
         finally:
-            if not writing:
+            self._drained.set()
+            if not writing:  # cancelled: a last best effort, bounded
                 self._write(self._take(), timeout=FINAL_FLUSH)
+
+    async def drain(self, timeout: float = FINAL_FLUSH) -> None:
+        """Write out everything queued so far, then end run_writer (bounded by timeout)."""
+        self._closing = True
+        self._wake.set()
+        with anyio.move_on_after(timeout):
+            await self._drained.wait()
 
     def _take(self) -> bytes:
         if self._dropped:
