@@ -11,14 +11,12 @@ limit must fail cleanly (exit 1 or 2, one line, no traceback), leave nothing cor
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import resource
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,29 +53,22 @@ def run_writers(
     """Run the writers at once, SIGKILL some at random moments; (op, rc, stderr) each."""
     ops = []
     for kind, argv in argvs:
-        err = tempfile.TemporaryFile()  # noqa: SIM115 (closed by Op.stderr)
-        proc = procs.spawn(argv, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=preexec)
-        now = time.monotonic()
-        ops.append(
-            Op(kind, proc, err, now, now + rng.uniform(0, 0.6) if rng.random() < kill_p else None)
-        )
+        kill_at = time.monotonic() + rng.uniform(0, 0.6) if rng.random() < kill_p else None
+        ops.append(Op(kind, procs, argv, kill_at, preexec_fn=preexec))
         stats.ops[kind] += 1
     deadline = time.monotonic() + 120
     while any(op.proc.poll() is None for op in ops) and time.monotonic() < deadline:
         now = time.monotonic()
         for op in ops:
             if op.kill_at and now >= op.kill_at and not op.killed and op.proc.poll() is None:
-                op.killed = True
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(op.proc.pid, signal.SIGKILL)
+                op.kill()
                 stats.faults["SIGKILL writer"] += 1
         time.sleep(0.01)
     results = []
     for op in ops:
         if op.proc.poll() is None:
             stats.violation(PHASE, f"{op.kind} hung for 120 s")
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(op.proc.pid, signal.SIGKILL)
+            op.kill()
         rc = op.proc.wait()
         results.append((op, rc, op.stderr()))
     return results

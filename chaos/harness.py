@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import psutil
 
@@ -192,22 +192,37 @@ def environ(proc: psutil.Process) -> dict[str, str]:
 # --- the brr-release CLI ---------------------------------------------------------------
 
 
-@dataclass
 class Op:
-    """One brr-release command running as a writer."""
+    """One brr-release command running as a writer; its stderr drained by a thread.
 
-    kind: str
-    proc: subprocess.Popen[bytes]
-    err: IO[bytes]
-    started: float
-    kill_at: float | None = None
-    killed: bool = False
+    A pipe, not a file: a writer under RLIMIT_FSIZE could not write its error to a file.
+    """
+
+    def __init__(
+        self, kind: str, procs: Procs, argv: list[str], kill_at: float | None = None, **kw: Any
+    ) -> None:
+        self.kind = kind
+        self.proc = procs.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+        self.kill_at = kill_at
+        self.killed = False
+        self._err = bytearray()
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        with self.proc.stderr as pipe:
+            for chunk in iter(lambda: pipe.read1(65536), b""):
+                self._err += chunk[: max(0, 1_000_000 - len(self._err))]
+
+    def kill(self) -> None:
+        self.killed = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
 
     def stderr(self) -> str:
-        self.err.seek(0)
-        text = self.err.read().decode(errors="replace")
-        self.err.close()
-        return text
+        self._reader.join(timeout=10)
+        return self._err.decode(errors="replace")
 
 
 def brr(root: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -224,14 +239,23 @@ def brr(root: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedPr
 CLEAN_ERROR = re.compile(r"^brr-release: error: \S.*$")
 
 
+FRAME = re.compile(r'File ".*?(supervisord_lite/[^"]+)", line (\d+), in (\S+)')
+
+
+def where(lines: list[str]) -> str:
+    """The last frame of ours in a traceback, and the exception: enough to find the bug."""
+    frames = [m for m in (FRAME.search(line) for line in lines) if m]
+    site = f"{frames[-1][1]}:{frames[-1][2]} in {frames[-1][3]}" if frames else "?"
+    return f"{lines[-1][:160] if lines else ''} (at {site})"
+
+
 def judge_exit(phase: str, op_kind: str, rc: int, stderr: str, stats: Stats) -> str:
     """Classify a finished writer: ok, a clean error, or a violation (traceback etc.)."""
     if rc == 0:
         return "ok"
     lines = [line for line in stderr.splitlines() if line.strip()]
     if "Traceback" in stderr:
-        tail = " | ".join(lines[-2:])[:300]
-        stats.violation(phase, f"{op_kind} exited {rc} with a traceback: {tail}")
+        stats.violation(phase, f"{op_kind} exited {rc} with a traceback: {where(lines)}")
         return "traceback"
     if rc not in (1, 2):
         stats.violation(phase, f"{op_kind} exited {rc}: {' | '.join(lines[-2:])[:300]}")

@@ -7,12 +7,8 @@ run/lock); at a few rest points and at the end the daemon must run exactly `curr
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
-import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -101,16 +97,14 @@ def run_storm(budget: float, rng: random.Random, stats: Stats, procs: Procs, wor
                 if op is None:
                     n += 1
                     kind, argv = start_op(root, rng, procs, sources, n)
-                    err = tempfile.TemporaryFile()  # noqa: SIM115 (closed by Op.stderr)
-                    proc = procs.spawn(argv, stdout=subprocess.DEVNULL, stderr=err)
                     kill_at = now + rng.uniform(0.0, 0.8) if rng.random() < KILL_WRITER_P else None
-                    slots[i] = Op(kind, proc, err, now, kill_at)
+                    slots[i] = Op(kind, procs, argv, kill_at)
                     stats.ops[kind] += 1
                 elif op.proc.poll() is not None:
                     finish(op, stats, d)
                     slots[i] = None
                 elif op.kill_at is not None and now >= op.kill_at and not op.killed:
-                    procs_kill(op)
+                    op.kill()
                     stats.faults["SIGKILL writer"] += 1
             if not ctl.alive() and not ctl.revive():
                 stats.violation(PHASE, f"the daemon cannot be revived: {ctl.last_words()}")
@@ -137,12 +131,6 @@ def run_storm(budget: float, rng: random.Random, stats: Stats, procs: Procs, wor
     )
 
 
-def procs_kill(op: Op) -> None:
-    op.killed = True
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(op.proc.pid, signal.SIGKILL)
-
-
 def finish(op: Op, stats: Stats, d: DeployRoot) -> None:
     rc = op.proc.wait()
     stderr = op.stderr()
@@ -165,7 +153,7 @@ def drain(slots: list[Op | None], stats: Stats, d: DeployRoot) -> None:
                 op.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 stats.violation(PHASE, f"{op.kind} still running after 60 s")
-                procs_kill(op)
+                op.kill()
             finish(op, stats, d)
             slots[i] = None
 
