@@ -164,29 +164,11 @@ class Process:
         self._stop_now = anyio.Event()
         self._apply(ProcEvent.START)
         async with self._maybe_notify() as notify:
-            fds = self.services.sockets.fds_for(self.spec, self.release.sockets)
-            env = child_env(
-                self.services.base_env,
-                self.release,
-                self.spec,
-                self.index,
-                socket_names=[name for name, _ in fds],
-                notify_address=notify.address if notify else None,
-            )
-            cwd = self.services.root.build_app(self.release.build)
             try:
-                child = spawn(plan(self.name, self.spec.cmd, env, cwd, [fd for _, fd in fds]))
+                child, ctx = self._spawn(notify)
             except (OSError, KeyError) as exc:
-                self.error = f"cannot spawn: {exc}"
-                self._after_exit(127, not_ready=False)
+                self._after_exit(127, not_ready=False, error=f"cannot spawn: {exc}")
                 return
-            self.services.reaper.add(child.pid, self.name)
-            self._spawns += 1
-            self.restarts = self._spawns - 1
-            self.pid, self.spawned_at, self.exit_code = child.pid, time.monotonic(), None
-            log.info("%s: spawned pid %d (%s)", self.name, child.pid, self.release.id)
-            self.services.bus.publish(ProcessSpawned(self.name, self.release.id, child.pid))
-            ctx = ReadyContext(self.name, cwd, env, notify)
             try:
                 code, not_ready = await self._supervise(child, ctx)
             finally:
@@ -204,6 +186,27 @@ class Process:
             )
         )
         self._after_exit(code, not_ready=not_ready)
+
+    def _spawn(self, notify: ChildNotify | None) -> tuple[Child, ReadyContext]:
+        """Start the child; OSError (or KeyError for a socket not bound) when it cannot."""
+        fds = self.services.sockets.fds_for(self.spec, self.release.sockets)
+        env = child_env(
+            self.services.base_env,
+            self.release,
+            self.spec,
+            self.index,
+            socket_names=[name for name, _ in fds],
+            notify_address=notify.address if notify else None,
+        )
+        cwd = self.services.root.build_app(self.release.build)
+        child = spawn(plan(self.name, self.spec.cmd, env, cwd, [fd for _, fd in fds]))
+        self.services.reaper.add(child.pid, self.name)
+        self._spawns += 1
+        self.restarts = self._spawns - 1
+        self.pid, self.spawned_at, self.exit_code = child.pid, time.monotonic(), None
+        log.info("%s: spawned pid %d (%s)", self.name, child.pid, self.release.id)
+        self.services.bus.publish(ProcessSpawned(self.name, self.release.id, child.pid))
+        return child, ReadyContext(self.name, cwd, env, notify)
 
     @asynccontextmanager
     async def _maybe_notify(self) -> AsyncIterator[ChildNotify | None]:
@@ -267,7 +270,7 @@ class Process:
         )
         killpg(child.pid, signal.SIGKILL)
 
-    def _after_exit(self, code: int, *, not_ready: bool) -> None:
+    def _after_exit(self, code: int, *, not_ready: bool, error: str | None = None) -> None:
         was = self.state
         self.pid, self.exit_code = None, code
         if not self._want:
@@ -281,7 +284,7 @@ class Process:
         if failed_start:
             self.failures += 1
             if not not_ready:
-                self.error = f"exited with code {code} before it was ready"
+                self.error = error or f"exited with code {code} before it was ready"
         success = code == 0 and not not_ready
         policy = self.spec.restart
         if policy == "never" or (policy == "on-failure" and success):
