@@ -92,6 +92,7 @@ class Stats:
     latency: dict[str, float] = field(default_factory=dict)
     status_calls: Counter[str] = field(default_factory=Counter)
     max_rss: int = 0
+    rss: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -117,6 +118,7 @@ class Stats:
             "max_status_latency": dict(self.latency),
             "status_calls": dict(self.status_calls),
             "daemon_max_rss": self.max_rss,
+            "daemon_max_rss_by_phase": dict(self.rss),
             "notes": list(self.notes),
             "seconds": dict(self.seconds),
         }
@@ -392,6 +394,7 @@ class DaemonCtl:
         self.out = out
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarting = threading.Event()
+        self.stopping = threading.Event()
         procs.roots.append(root)
 
     @property
@@ -463,6 +466,7 @@ class DaemonCtl:
         """SIGTERM, as systemctl stop; SIGKILL the group after timeout."""
         if self.proc is None:
             return None
+        self.stopping.set()
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
             try:
@@ -602,12 +606,12 @@ class Monitor:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            if self.ctl.restarting.is_set() or not self.ctl.alive():
+            if self.ctl.restarting.is_set() or self.ctl.stopping.is_set() or not self.ctl.alive():
                 continue
             t0 = time.monotonic()
             status = self.ctl.status(timeout=5.0)
             dt = time.monotonic() - t0
-            if self.ctl.restarting.is_set():
+            if self.ctl.restarting.is_set() or self.ctl.stopping.is_set():
                 continue
             self.stats.status_calls[self.phase] += 1
             if status is None:
@@ -617,6 +621,8 @@ class Monitor:
                 continue
             with self.stats.lock:
                 self.stats.latency[self.phase] = max(self.stats.latency.get(self.phase, 0.0), dt)
-                self.stats.max_rss = max(self.stats.max_rss, self.ctl.rss())
+                rss = self.ctl.rss()
+                self.stats.max_rss = max(self.stats.max_rss, rss)
+                self.stats.rss[self.phase] = max(self.stats.rss.get(self.phase, 0), rss)
             if self.strict and dt > 1.0:
                 self.stats.violation(self.phase, f"status took {dt:.2f} s (over 1 s)")

@@ -79,7 +79,7 @@ def table(stats: Stats, seconds: float, seed: int) -> str:
         ("daemon restarts (after SIGKILL)", str(stats.daemon_restarts)),
         ("max status latency", lat or "-"),
         ("status requests answered", str(sum(stats.status_calls.values()))),
-        ("daemon max RSS", fmt_bytes(stats.max_rss)),
+        ("daemon max RSS", ", ".join(f"{k} {fmt_bytes(v)}" for k, v in stats.rss.items()) or "-"),
     ]
     out = ["| measure | value |", "| --- | --- |"]
     out += [f"| {k} | {v} |" for k, v in rows]
