@@ -188,6 +188,8 @@ class Daemon:
                         self.output.reopen()
 
     async def _run_loop(self, first: Release) -> None:
+        # loaded comes before the spawns it causes: subscribers see cause, then effects
+        self.bus.publish(ReleaseLoaded(first.id, first.build))
         try:
             generation = await self.start_generation(first)
         except NotReady as exc:
@@ -197,7 +199,6 @@ class Daemon:
             return
         self.active = generation
         log.info("running %s (build %s)", first.id, first.build)
-        self.bus.publish(ReleaseLoaded(first.id, first.build))
         try:
             await generation.wait_ready()
             self._mark_good(first)
@@ -264,12 +265,15 @@ class Daemon:
         await self._gens.start(generation.run)
         return generation
 
-    async def retire_generation(self, generation: Generation) -> None:
+    async def retire_generation(
+        self, generation: Generation, *, keep: Release | None = None
+    ) -> None:
+        """Stop it; close the sockets that neither a live generation nor keep declares."""
         await generation.stop()
         if generation in self.generations:
             self.generations.remove(generation)
-        # a bind no live generation declares is closed; the others stay open across
-        binds = {s.bind for g in self.generations for s in g.release.sockets.values()}
+        releases = [g.release for g in self.generations] + ([keep] if keep else [])
+        binds = {s.bind for r in releases for s in r.sockets.values()}
         self.services.sockets.retain_only(binds)
 
     # --- control.ControlTarget ----------------------------------------------------------
