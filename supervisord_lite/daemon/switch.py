@@ -32,7 +32,9 @@ class Host(Protocol):
 
     async def start_generation(self, release: Release) -> Generation: ...
 
-    async def retire_generation(self, generation: Generation) -> None: ...
+    async def retire_generation(
+        self, generation: Generation, *, keep: Release | None = None
+    ) -> None: ...
 
 
 async def switch(host: Host, new: Release) -> SwitchRecord:
@@ -73,13 +75,14 @@ async def start_first(host: Host, old: Generation | None, new: Release) -> None:
 
 async def stop_first(host: Host, old: Generation | None, new: Release) -> None:
     if old is not None:
-        await host.retire_generation(old)
+        # the sockets both releases declare stay open: no connection is refused between
+        await host.retire_generation(old, keep=new)
     generation = await host.start_generation(new)
     host.active = generation
     try:
         await generation.wait_ready()
     except NotReady:
-        await host.retire_generation(generation)
+        await host.retire_generation(generation, keep=old.release if old else None)
         if old is not None:
             log.warning("stop-first switch failed: starting %s again", old.release.id)
             host.active = await host.start_generation(old.release)

@@ -26,9 +26,20 @@ from supervisord_lite.daemon_client import request
 from supervisord_lite.fsatomic import replace_symlink, write_file
 from supervisord_lite.layout import DeployRoot
 from supervisord_lite.manifest import ProcessSpec, ReadyCheck, Release, SocketSpec, dump_release
-from tests.helpers import DAEMON, pid_alive, wait_until
+from tests.helpers import DAEMON, pid_alive, python, wait_until
 
 FAST_READY = ReadyCheck("after", seconds=0.2)
+
+# serves on the socket the daemon passed as fd 3, answering each connection with its release
+SERVE_FD3 = python(
+    "import os, socket\n"
+    "assert os.environ['LISTEN_PID'] == str(os.getpid())\n"
+    "assert os.environ['LISTEN_FDS'] == '1' and os.environ['LISTEN_FDNAMES'] == 'http'\n"
+    "s = socket.socket(fileno=3)\n"
+    "print('serving', flush=True)\n"
+    "while True:\n"
+    "    c, _ = s.accept(); c.sendall(os.environ['BRR_RELEASE'].encode()); c.close()"
+)
 
 
 def proc(type_: str, cmd: str, **kw: Any) -> ProcessSpec:

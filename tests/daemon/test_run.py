@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisord_lite.manifest import SocketSpec
-from tests.daemon.conftest import Root, proc, start_daemon, stop_daemon
+from tests.daemon.conftest import SERVE_FD3, Root, proc, start_daemon, stop_daemon
 from tests.helpers import DAEMON, SLEEP, pid_alive, python, wait_until
 
 PRINT_ENV = python(
@@ -166,6 +166,7 @@ def test_a_huge_line_and_a_flood_do_not_stall_other_output(droot: Root, daemon: 
     assert count == -(-10_000_000 // 65536)  # split at 64 KiB, nothing lost
     assert longest <= 65536 + len("huge.1 | ")
 
+
 def test_sigterm_stops_every_process_and_exits_0(droot: Root, tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     pids.mkdir()
@@ -182,17 +183,6 @@ def test_sigterm_stops_every_process_and_exits_0(droot: Root, tmp_path: Path) ->
         assert not [c for c in children if pid_alive(c)]
     finally:
         stop_daemon(p, droot)
-
-
-SERVE_FD3 = python(
-    "import os, socket\n"
-    "assert os.environ['LISTEN_PID'] == str(os.getpid())\n"
-    "assert os.environ['LISTEN_FDS'] == '1' and os.environ['LISTEN_FDNAMES'] == 'http'\n"
-    "s = socket.socket(fileno=3)\n"
-    "print('serving', flush=True)\n"
-    "while True:\n"
-    "    c, _ = s.accept(); c.sendall(os.environ['BRR_RELEASE'].encode()); c.close()"
-)
 
 
 def test_declared_socket_is_fd_3_with_listen_env(droot: Root, daemon: Any) -> None:

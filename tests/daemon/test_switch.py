@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
-from supervisord_lite.manifest import ReadyCheck
-from tests.daemon.conftest import Root, proc, running
+import psutil
+
+from supervisord_lite.manifest import ReadyCheck, SocketSpec
+from tests.daemon.conftest import SERVE_FD3, Root, proc, running
 from tests.helpers import EXIT_1, SLEEP, python, wait_until
 
 
@@ -181,3 +184,31 @@ def test_a_notify_ready_release_switches_once_it_says_ready(droot: Root, daemon:
     last = wait_until(lambda: switched(d, "v2"), what="switch over")
     assert last["ok"], last
     assert last["seconds"] >= 0.4
+
+
+def listener_inode(pid: int, port: int) -> int:
+    for conn in psutil.Process(pid).net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port:
+            return os.stat(f"/proc/{pid}/fd/{conn.fd}").st_ino
+    raise AssertionError(f"daemon {pid} holds no listener on {port}")
+
+
+def test_held_socket_survives_both_kinds_of_switch(droot: Root, daemon: Any) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    http = {"http": SocketSpec("http", f"127.0.0.1:{port}")}
+    web = proc("web", SERVE_FD3, sockets=("http",))
+    droot.release(web, sockets=http)
+    d = daemon()
+    wait_until(lambda: len(running(d, "v1")) == 1, what="v1 running")
+    inode = listener_inode(d.pid, port)
+    droot.release(web, sockets=http, switch="stop-first")
+    d.signal(signal.SIGHUP)
+    assert wait_until(lambda: switched(d, "v2"), what="stop-first switch")["ok"]
+    droot.release(web, sockets=http)
+    d.signal(signal.SIGHUP)
+    assert wait_until(lambda: switched(d, "v3"), what="start-first switch")["ok"]
+    assert listener_inode(d.pid, port) == inode
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        assert c.recv(100) == b"v3"
