@@ -12,6 +12,8 @@ the process's own reason. It wakes on state changes only (one Event per change).
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import anyio
 import anyio.abc
 
@@ -24,6 +26,24 @@ FAILED = frozenset({ProcState.BACKOFF, ProcState.FATAL, ProcState.EXITED})
 
 class NotReady(Exception):
     """A process of the generation failed before it was ready."""
+
+
+def shared_address_checks(release: Release) -> list[str]:
+    """Types whose tcp/http ready check targets one of their own held sockets.
+
+    Any generation holding that socket answers such a check, so it cannot vouch for the
+    new one: during a start-first switch the old processes pass it for the new ones.
+    """
+    found = []
+    for spec in release.processes.values():
+        if spec.ready.kind not in ("tcp", "http"):
+            continue
+        target = (
+            urlsplit(spec.ready.target).netloc if spec.ready.kind == "http" else spec.ready.target
+        )
+        if any(release.sockets[name].bind == target for name in spec.sockets):
+            found.append(spec.type)
+    return found
 
 
 class Generation:

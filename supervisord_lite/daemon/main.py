@@ -39,7 +39,7 @@ from supervisord_lite.daemon.bus import (
     ReloadRejected,
 )
 from supervisord_lite.daemon.control import serve_control
-from supervisord_lite.daemon.generation import Generation, NotReady
+from supervisord_lite.daemon.generation import Generation, NotReady, shared_address_checks
 from supervisord_lite.daemon.notify import SystemdNotifier, run_watchdog
 from supervisord_lite.daemon.output import Output
 from supervisord_lite.daemon.plugins import PluginRunner
@@ -260,6 +260,13 @@ class Daemon:
             self.services.sockets.bind_all(release.sockets.values())
         except SocketBindError as exc:
             raise NotReady(exc.message) from None
+        for type_ in shared_address_checks(release):
+            log.warning(
+                "%s: %s's ready check targets its shared socket, which the running generation "
+                "also answers: it cannot tell whether the new processes are ready",
+                release.id,
+                type_,
+            )
         generation = Generation(release, self.services)
         self.generations.append(generation)
         await self._gens.start(generation.run)

@@ -12,7 +12,8 @@ from typing import Any
 
 import psutil
 
-from supervisord_lite.manifest import ReadyCheck, SocketSpec
+from supervisord_lite.daemon.generation import shared_address_checks
+from supervisord_lite.manifest import ProcessSpec, ReadyCheck, Release, SocketSpec
 from tests.daemon.conftest import SERVE_FD3, Root, proc, running
 from tests.helpers import EXIT_1, SLEEP, python, wait_until
 
@@ -212,3 +213,14 @@ def test_held_socket_survives_both_kinds_of_switch(droot: Root, daemon: Any) -> 
     assert listener_inode(d.pid, port) == inode
     with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
         assert c.recv(100) == b"v3"
+
+
+def test_a_ready_check_on_the_shared_socket_is_flagged() -> None:
+    http = {"http": SocketSpec("http", "127.0.0.1:8000")}
+
+    def release(target: str) -> Release:
+        web = ProcessSpec("web", "x", sockets=("http",), ready=ReadyCheck("http", target=target))
+        return Release("v1", "", "b-000000000000", {}, http, "start-first", {"web": web})
+
+    assert shared_address_checks(release("http://127.0.0.1:8000/healthz")) == ["web"]
+    assert shared_address_checks(release("http://127.0.0.1:9000/healthz")) == []
