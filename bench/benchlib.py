@@ -74,7 +74,7 @@ def fmt_ratio(value: float | None, base: float | None) -> str:
     if value is None or base is None or math.isnan(value) or math.isnan(base):
         return ""
     if base == 0:
-        return "" if value == 0 else "(base 0)"
+        return ""
     ratio = value / base
     return f"{ratio:.3f}x" if ratio < 0.1 else f"{ratio:.2f}x"
 
