@@ -140,7 +140,10 @@ class Supervisor:
 def start_supervisor(argv: list[str], out: Path, live: list[Supervisor]) -> Supervisor:
     with out.open("ab") as f:
         proc = subprocess.Popen(
-            argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            argv,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
     sup = Supervisor(proc)
@@ -202,9 +205,17 @@ def ensure_supervisor() -> str:
         if not (PEER_BIN / "python").exists():
             subprocess.run([base, "-m", "venv", str(PEER_VENV)], check=True, timeout=300)
         subprocess.run(
-            [str(PEER_BIN / "python"), "-m", "pip", "install", "--quiet",
-             "--disable-pip-version-check", SUPERVISOR_PIN],
-            check=True, timeout=900,
+            [
+                str(PEER_BIN / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                SUPERVISOR_PIN,
+            ],
+            check=True,
+            timeout=900,
         )
     code = "import importlib.metadata as m; print(m.version('supervisor'))"
     return run([str(PEER_BIN / "python"), "-c", code]).stdout.strip()
@@ -326,9 +337,20 @@ def run_bench(base: Path, args: argparse.Namespace) -> dict[str, Any]:
             for held in (True, False)
         }
         rounds: dict[str, list[dict[str, float]]] = {tp_key(*k): [] for k in ports}
-        for _ in range(args.rounds):
-            for (held, scale), port in ports.items():
+        order = list(ports.items())
+        for n in range(args.rounds):
+            # ABBA: each mode goes first as often as last, so a drift of the machine's
+            # load during a round hits both modes alike
+            for (held, scale), port in order if n % 2 == 0 else order[::-1]:
                 rounds[tp_key(held, scale)].append(throughput(port, args.seconds))
+        for scale in (1, 2):
+            pairs = zip(rounds[tp_key(True, scale)], rounds[tp_key(False, scale)], strict=True)
+            ratios = [h["rps"] / o["rps"] for h, o in pairs if o["rps"]]
+            result["throughput"][f"ratio-{scale}"] = {
+                "median": bl.median(ratios),
+                "all": [round(r, 2) for r in ratios],
+            }
+        result["loadavg_during_throughput"] = round(os.getloadavg()[0], 1)
         for name, rs in rounds.items():
             result["throughput"][name] = {
                 "rps": bl.median([r["rps"] for r in rs]),
@@ -398,8 +420,12 @@ def plot(runs: list[SwitchRun], path: Path) -> None:
         ax.scatter([s.start - t0 for s in ok], [s.latency * 1000 for s in ok], s=3, label="ok")
         if bad:
             ax.scatter(
-                [s.start - t0 for s in bad], [max(s.latency * 1000, 0.1) for s in bad],
-                s=18, marker="x", color="red", label=f"failed ({len(bad)}; y: time to fail)",
+                [s.start - t0 for s in bad],
+                [max(s.latency * 1000, 0.1) for s in bad],
+                s=18,
+                marker="x",
+                color="red",
+                label=f"failed ({len(bad)}; y: time to fail)",
             )
         ax.set_yscale("log")
         ax.set_ylabel("latency, ms")
@@ -418,31 +444,43 @@ def render(result: dict[str, Any], args: argparse.Namespace) -> str:
     tp_rows, verdicts = [], []
     for scale in (1, 2):
         held, own = tp[tp_key(True, scale)], tp[tp_key(False, scale)]
-        ratio = held["rps"] / own["rps"] if own["rps"] else math.nan
+        ratio = tp[f"ratio-{scale}"]["median"]
         near = abs(ratio - 1) <= 0.10
+        each = ", ".join(f"{r:.2f}" for r in tp[f"ratio-{scale}"]["all"])
         verdicts.append(
             f"{scale} process{'es' if scale > 1 else ''}: {ratio:.2f}x "
-            f"({'within 10 %, the same within noise' if near else 'NOT within 10 %'})"
+            f"({'within 10 %, the same within noise' if near else 'NOT within 10 %'}; "
+            f"each round: {each})"
         )
         for m, label in ((held, "inherited socket (fd 3)"), (own, "app binds its own port")):
-            tp_rows.append([
-                f"{scale} x app, {label}",
-                f"{m['rps']:,.0f}",
-                ", ".join(f"{x:,}" for x in m["rps_all"]),
-                bl.fmt_ms(m["p50_ms"]),
-                bl.fmt_ms(m["p99_ms"]),
-                str(m["failed"]),
-            ])
+            tp_rows.append(
+                [
+                    f"{scale} x app, {label}",
+                    f"{m['rps']:,.0f}",
+                    ", ".join(f"{x:,}" for x in m["rps_all"]),
+                    bl.fmt_ms(m["p50_ms"]),
+                    bl.fmt_ms(m["p99_ms"]),
+                    str(m["failed"]),
+                ]
+            )
     sw_rows = []
     for mode, m in result["switch"].items():
         errors = ", ".join(f"{n} {k}" for k, n in sorted(m["errors"].items())) or "-"
-        sw_rows.append([
-            mode, str(m["switches"]), f"{m['requests']:,}", str(m["failed"]), errors,
-            bl.fmt_ms(m["window_p99_ms"]), bl.fmt_ms(m["window_max_ms"]),
-            bl.fmt_seconds(m["switch_seconds"]),
-        ])
+        sw_rows.append(
+            [
+                mode,
+                str(m["switches"]),
+                f"{m['requests']:,}",
+                str(m["failed"]),
+                errors,
+                bl.fmt_ms(m["window_p99_ms"]),
+                bl.fmt_ms(m["window_max_ms"]),
+                bl.fmt_seconds(m["switch_seconds"]),
+            ]
+        )
     peer = (
-        f"supervisor {result['supervisor_version']}" if result.get("supervisor_version")
+        f"supervisor {result['supervisor_version']}"
+        if result.get("supervisor_version")
         else f"supervisord not measured: {result.get('supervisor_error')}"
     )
     held_stop = result["switch"].get("stop-first, held socket", {})
@@ -458,48 +496,67 @@ def render(result: dict[str, Any], args: argparse.Namespace) -> str:
             "stop-first with a held socket queues requests in the backlog while nothing "
             "accepts: no failures, a latency spike as long as the gap."
         )
-    return "\n".join([
-        "## Zero-downtime switches: the inherited socket's cost, and a switch under load",
-        "",
-        f"`bench/switch_bench.py` on {bl.machine_line()}; {peer}. The app is "
-        "contrib/example-app (stdlib HTTP server, 2 processes), the client "
-        "tests/zero_downtime/loadgen.py (a new loopback connection per request, "
-        f"{CLIENT_TIMEOUT:g} s timeout), on the same 2 cores.",
-        "",
-        f"Throughput, {args.rounds} rounds of {args.seconds:g} s per mode, alternated "
-        "(2 client processes x 4 unpaced threads; the median round):",
-        "",
-        bl.table(["app takes its socket", "requests/s", "each round", "p50", "p99", "failed"],
-                 tp_rows),
-        "",
-        "Inherited / own port, " + "; ".join(verdicts) + ". With one process the kernel "
-        "path is the same (one listening socket, whoever bound it); with two, the inherited "
-        "socket is one accept queue both processes take from, where SO_REUSEPORT gives "
-        "each process a queue of its own.",
-        "",
-        f"A switch under load: 4 client threads at up to 100 requests/s each, {args.gap:g} s "
-        "between switches. Failed requests over the whole run; p99 and max latency over "
-        "the requests started while the switch command ran.",
-        "",
-        bl.table(["mode", "switches", "requests", "failed", "how they failed",
-                  "p99 in switch", "max in switch", "switch command"], sw_rows),
-        "",
-        "![latency of every request around one switch](switch-latency.png)",
-        "",
-        "Reading it: the start-first switch has the old and new processes accept from one "
-        "kernel socket, so nothing is refused and the latency barely moves. stop-first "
-        "with the app binding its own port refuses connections while nothing listens; "
-        "supervisord's `restart` is the same stop-then-start, and waits `startsecs` (1 s) "
-        "before it returns. " + stop_note,
-    ])
+    return "\n".join(
+        [
+            "## Zero-downtime switches: the inherited socket's cost, and a switch under load",
+            "",
+            f"`bench/switch_bench.py` on {bl.machine_line()}; {peer}. The app is "
+            "contrib/example-app (stdlib HTTP server, 2 processes), the client "
+            "tests/zero_downtime/loadgen.py (a new loopback connection per request, "
+            f"{CLIENT_TIMEOUT:g} s timeout), on the same 2 cores.",
+            "",
+            f"Throughput, {args.rounds} rounds of {args.seconds:g} s per mode in ABBA order "
+            "(2 client processes x 4 unpaced threads; the median round). The host is shared: "
+            f"its 1-minute load average was {result.get('loadavg_during_throughput')} on "
+            f"{os.cpu_count()} cores after these rounds.",
+            "",
+            bl.table(
+                ["app takes its socket", "requests/s", "each round", "p50", "p99", "failed"],
+                tp_rows,
+            ),
+            "",
+            "Inherited / own port, the median of the rounds' ratios: "
+            + "; ".join(verdicts)
+            + ". With one process the kernel "
+            "path is the same (one listening socket, whoever bound it); with two, the inherited "
+            "socket is one accept queue both processes take from, where SO_REUSEPORT gives "
+            "each process a queue of its own.",
+            "",
+            f"A switch under load: 4 client threads at up to 100 requests/s each, {args.gap:g} s "
+            "between switches. Failed requests over the whole run; p99 and max latency over "
+            "the requests started while the switch command ran.",
+            "",
+            bl.table(
+                [
+                    "mode",
+                    "switches",
+                    "requests",
+                    "failed",
+                    "how they failed",
+                    "p99 in switch",
+                    "max in switch",
+                    "switch command",
+                ],
+                sw_rows,
+            ),
+            "",
+            "![latency of every request around one switch](switch-latency.png)",
+            "",
+            "Reading it: the start-first switch has the old and new processes accept from one "
+            "kernel socket, so nothing is refused and the latency barely moves. stop-first "
+            "with the app binding its own port refuses connections while nothing listens; "
+            "supervisord's `restart` is the same stop-then-start, and waits `startsecs` (1 s) "
+            "before it returns. " + stop_note,
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--switches", type=int, default=5, help="switches per mode")
     ap.add_argument("--gap", type=float, default=3.0, help="seconds of load between switches")
-    ap.add_argument("--seconds", type=float, default=5.0, help="length of a throughput round")
-    ap.add_argument("--rounds", type=int, default=3, help="throughput rounds per mode")
+    ap.add_argument("--seconds", type=float, default=4.0, help="length of a throughput round")
+    ap.add_argument("--rounds", type=int, default=6, help="throughput rounds per mode")
     ap.add_argument("--no-save", action="store_true", help="only print")
     args = ap.parse_args(argv)
     for tool in (BRR, LITE):

@@ -2,8 +2,9 @@
 
 gunicorn runs plain (`gunicorn app:app`): it finds the socket through LISTEN_FDS and
 LISTEN_PID by itself (adding `--bind fd://3` would make it take fd 3 twice). It also sends
-READY=1 to NOTIFY_SOCKET once its arbiter holds the socket, so `ready: {notify: true}`
-is a check the new release really passes itself. uvicorn takes the socket with
+READY=1 to NOTIFY_SOCKET once its arbiter holds the socket (with --preload: once it has
+imported the app too), so `ready: {notify: true}` is a check the new release really
+passes itself. uvicorn takes the socket with
 `--fd 3`; it has no readiness signal of its own, so it gets `ready: {after: ...}`.
 Both are stopped with SIGTERM, drain for their graceful timeout, and get a stop_timeout
 above it, so the daemon never SIGKILLs them mid-request (docs/zero-downtime.md).
@@ -35,6 +36,7 @@ from tests.zero_downtime.loadgen import (
 )
 
 SWITCHES = 10
+GUNICORN_CMD = f"{shlex.quote(GUNICORN)} app:app --preload --workers 2 --graceful-timeout 5"
 
 WSGI_APP = '''\
 import os
@@ -104,8 +106,36 @@ def switch_ten_times(
 
 @pytest.mark.timeout(300)
 def test_gunicorn_ten_switches_under_load(deploy: Deploy) -> None:
-    cmd = f"{shlex.quote(GUNICORN)} app:app --workers 2 --graceful-timeout 5"
-    switch_ten_times(deploy, cmd, "{notify: true}", WSGI_APP, stop=10)
+    switch_ten_times(deploy, GUNICORN_CMD, "{notify: true}", WSGI_APP, stop=10)
+
+
+@pytest.mark.timeout(180)
+def test_gunicorn_preload_refuses_an_app_that_cannot_import(deploy: Deploy) -> None:
+    """With --preload the arbiter imports the app before it sends READY=1, so a release
+    whose app raises at import never counts as ready and the old one serves on. (Without
+    it, READY=1 comes first and the workers fail to boot after the switch.)"""
+    good = server_app(
+        deploy.tmp / "src", deploy.port, cmd=GUNICORN_CMD, ready="{notify: true}",
+        app=WSGI_APP, stop=10,
+    )
+    broken = server_app(
+        deploy.tmp / "broken", deploy.port, cmd=GUNICORN_CMD, ready="{notify: true}",
+        app='raise ImportError("this release cannot import")\n', stop=10,
+    )
+    v1 = deploy.release(deploy.build(good))
+    v2 = deploy.release(deploy.build(broken))
+    deploy.start(v1)
+    with LoadGen(deploy.port, threads=4, pace=0.01, max_duration=120) as load:
+        deploy.wait_serving(v1)
+        proc = deploy.switch(v2, expect_ok=False)
+        time.sleep(max(0.0, deploy.switches[-1].end + 2.0 - time.monotonic()))
+    samples = load.snapshot()
+    print(f"\ngunicorn, broken app: {summary(samples)}; activate said: {proc.stderr.strip()}")
+    assert proc.returncode == 1 and "did not switch to v2" in proc.stderr
+    assert "before it was ready" in proc.stderr and "still running v1" in proc.stderr
+    assert failures(samples) == {}, summary(samples)
+    assert {s.release for s in samples} == {v1}
+    assert deploy.status()["release"] == v1
 
 
 @pytest.mark.timeout(300)
