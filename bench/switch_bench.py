@@ -58,7 +58,7 @@ import benchlib as bl
 import psutil
 
 sys.path.insert(0, str(bl.REPO))
-from tests.zero_downtime.loadgen import LoadGen, Sample, summary
+from tests.zero_downtime.loadgen import LoadGen, Sample, fetch, summary
 
 BRR = bl.VENV_BIN / "brr-release"
 LITE = bl.VENV_BIN / "supervisord-lite"
@@ -98,8 +98,6 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def serves(port: int, release: str | None = None) -> bool:
-    from tests.zero_downtime.loadgen import fetch
-
     s = fetch("127.0.0.1", port, "/", 2.0)
     return s.ok and (release is None or s.release == release)
 
