@@ -38,7 +38,7 @@ from tests.zero_downtime.loadgen import (
 SWITCHES = 10
 GUNICORN_CMD = f"{shlex.quote(GUNICORN)} app:app --preload --workers 2 --graceful-timeout 5"
 
-WSGI_APP = '''\
+WSGI_APP = """\
 import os
 
 RELEASE = os.environ["BRR_RELEASE"].encode()
@@ -48,9 +48,9 @@ def app(environ, start_response):
     body = RELEASE + b"\\n"
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
-'''
+"""
 
-ASGI_APP = '''\
+ASGI_APP = """\
 import os
 
 RELEASE = os.environ["BRR_RELEASE"].encode()
@@ -69,7 +69,7 @@ async def app(scope, receive, send):
     headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-'''
+"""
 
 
 def switch_ten_times(
@@ -115,12 +115,20 @@ def test_gunicorn_preload_refuses_an_app_that_cannot_import(deploy: Deploy) -> N
     whose app raises at import never counts as ready and the old one serves on. (Without
     it, READY=1 comes first and the workers fail to boot after the switch.)"""
     good = server_app(
-        deploy.tmp / "src", deploy.port, cmd=GUNICORN_CMD, ready="{notify: true}",
-        app=WSGI_APP, stop=10,
+        deploy.tmp / "src",
+        deploy.port,
+        cmd=GUNICORN_CMD,
+        ready="{notify: true}",
+        app=WSGI_APP,
+        stop=10,
     )
     broken = server_app(
-        deploy.tmp / "broken", deploy.port, cmd=GUNICORN_CMD, ready="{notify: true}",
-        app='raise ImportError("this release cannot import")\n', stop=10,
+        deploy.tmp / "broken",
+        deploy.port,
+        cmd=GUNICORN_CMD,
+        ready="{notify: true}",
+        app='raise ImportError("this release cannot import")\n',
+        stop=10,
     )
     v1 = deploy.release(deploy.build(good))
     v2 = deploy.release(deploy.build(broken))
@@ -140,8 +148,5 @@ def test_gunicorn_preload_refuses_an_app_that_cannot_import(deploy: Deploy) -> N
 
 @pytest.mark.timeout(300)
 def test_uvicorn_ten_switches_under_load(deploy: Deploy) -> None:
-    cmd = (
-        f"{shlex.quote(UVICORN)} app:app --fd 3 --timeout-graceful-shutdown 5 "
-        "--no-access-log"
-    )
+    cmd = f"{shlex.quote(UVICORN)} app:app --fd 3 --timeout-graceful-shutdown 5 --no-access-log"
     switch_ten_times(deploy, cmd, "{after: 1.5}", ASGI_APP, stop=10, uvicorn_race=True)
