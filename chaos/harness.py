@@ -516,7 +516,12 @@ class DaemonCtl:
         return seen, orphans
 
     def check_at_rest(
-        self, *, timeout: float = 40.0, reload: bool = True, types: set[str] | None = None
+        self,
+        *,
+        timeout: float = 40.0,
+        reload: bool = True,
+        types: set[str] | None = None,
+        kept: bool = False,
     ) -> list[str]:
         """The daemon runs exactly the processes of current, and nothing is orphaned.
 
@@ -525,6 +530,11 @@ class DaemonCtl:
         the subreaper adopted carries its parent's BRR_PROCESS).
         """
         release, problems = check_current(self.d)
+        if kept:
+            status = self.status() or {}
+            rid = status.get("release")
+            if rid:
+                release = load_release(self.d.release_manifest(rid), builds_dir=self.d.builds)
         if release is None:
             return problems or ["at rest: no current release"]
         if not self.alive():
