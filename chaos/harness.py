@@ -442,12 +442,17 @@ class DaemonCtl:
         return self.proc is not None and self.proc.poll() is None
 
     def status(self, timeout: float = 5.0) -> dict[str, Any] | None:
+        return self.status_or_error(timeout)[0]
+
+    def status_or_error(self, timeout: float = 5.0) -> tuple[dict[str, Any] | None, str]:
         try:
             reply = request(self.d.control_socket, {"cmd": "status"}, timeout=timeout)
-        except BrrError:
-            return None
+        except BrrError as exc:
+            return None, exc.message
         status = reply.get("status")
-        return status if reply.get("ok") and isinstance(status, dict) else None
+        if reply.get("ok") and isinstance(status, dict):
+            return status, ""
+        return None, str(reply.get("error"))
 
     def crash_and_restart(self) -> bool:
         """SIGKILL the daemon alone (its children live on) and start a new one at once."""
@@ -619,7 +624,7 @@ class Monitor:
             if self.ctl.restarting.is_set() or self.ctl.stopping.is_set() or not self.ctl.alive():
                 continue
             t0 = time.monotonic()
-            status = self.ctl.status(timeout=5.0)
+            status, error = self.ctl.status_or_error(timeout=5.0)
             dt = time.monotonic() - t0
             if self.ctl.restarting.is_set() or self.ctl.stopping.is_set():
                 continue
@@ -627,7 +632,7 @@ class Monitor:
             if status is None:
                 self.failures += 1
                 if self.strict:
-                    self.stats.violation(self.phase, f"status unanswered (after {dt:.2f} s)")
+                    self.stats.violation(self.phase, f"status failed after {dt:.2f} s: {error}")
                 continue
             with self.stats.lock:
                 self.stats.latency[self.phase] = max(self.stats.latency.get(self.phase, 0.0), dt)
