@@ -16,10 +16,11 @@ Choices, and what was rejected:
   that process (with their subtrees). Scanning every process on the host was rejected:
   it costs O(host) per stop and could touch other roots' processes.
 - After a SIGKILL of the daemon its children survive (they have their own sessions).
-  The record: run/children.json lists every child's pid, pgid and create_time, rewritten
+  The record: run/children.json lists every child's pid, pgid and start time, rewritten
   (temp + rename, no fsync: after a power loss nothing of ours runs anyway) by one task
-  at most once per wake-up, so 500 spawns cost a few writes. At start the new daemon
-  kills each recorded process whose create_time still matches (pid reuse), its group and
+  at most once per RECORD_BATCH, so 500 spawns cost a few writes; a child spawned in
+  the last RECORD_BATCH before a SIGKILL is still found by the scan below. At start the new daemon
+  kills each recorded process whose start time still matches (pid reuse), its group and
   its subtree, and then any process of our uid whose cwd is under ROOT/builds and whose
   environment has BRR_PROCESS: that catches double-forked orphans the record never saw
   (they were re-parented to init when the old daemon died). A process that both left
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 
 PR_SET_CHILD_SUBREAPER = 36
 ORPHAN_GRACE = 0.5
+RECORD_BATCH = 0.05
 
 
 def become_subreaper() -> bool:
@@ -93,6 +95,19 @@ def subtree(pid: int) -> list[int]:
         return []
 
 
+def start_ticks(pid: int) -> int | None:
+    """When pid started, in clock ticks since boot: with the pid, names one process ever.
+
+    Read straight from /proc/<pid>/stat (field 22): psutil's create_time costs a few
+    times more, which 500 spawns in a burst feel.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def is_zombie(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -110,20 +125,16 @@ def tagged(pid: int, name: str, release: str) -> bool:
 
 
 class Reaper:
-    """Our own children (pid -> (name, create_time)) and everything else we adopted."""
+    """Our own children (pid -> (name, start ticks)) and everything else we adopted."""
 
     def __init__(self, record: Path) -> None:
         self._record = record
-        self._ours: dict[int, tuple[str, float]] = {}
+        self._ours: dict[int, tuple[str, int | None]] = {}
         self._dirty = anyio.Event()
         self._sigchld = anyio.Event()
 
     def add(self, pid: int, name: str) -> None:
-        try:
-            created = psutil.Process(pid).create_time()
-        except psutil.Error:
-            created = 0.0
-        self._ours[pid] = (name, created)
+        self._ours[pid] = (name, start_ticks(pid))
         self._dirty.set()
 
     def discard(self, pid: int) -> None:
@@ -169,13 +180,14 @@ class Reaper:
     async def _run_record(self) -> None:
         while True:
             await self._dirty.wait()
+            await anyio.sleep(RECORD_BATCH)  # a burst of spawns makes one write, not 500
             self._dirty = anyio.Event()
             self.write_record()
 
     def write_record(self) -> None:
         data = [
-            {"pid": pid, "pgid": pid, "name": name, "create_time": created}
-            for pid, (name, created) in self._ours.items()
+            {"pid": pid, "pgid": pid, "name": name, "start_ticks": ticks}
+            for pid, (name, ticks) in self._ours.items()
         ]
         tmp = temp_name(self._record.parent)
         tmp.write_text(json.dumps(data))
@@ -190,11 +202,12 @@ def kill_previous(record: Path, builds: Path) -> int:
     except (OSError, ValueError):
         entries = []
     for entry in entries if isinstance(entries, list) else []:
-        with contextlib.suppress(psutil.Error, KeyError, TypeError, ValueError):
-            proc = psutil.Process(int(entry["pid"]))
-            if abs(proc.create_time() - float(entry["create_time"])) < 0.05:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            pid = int(entry["pid"])
+            ticks = start_ticks(pid)
+            if ticks is not None and ticks == entry["start_ticks"]:  # not a reused pid
                 killpg(int(entry["pgid"]), signal.SIGKILL)
-                doomed.update(subtree(proc.pid))
+                doomed.update(subtree(pid))
     doomed.update(strays(builds))
     doomed.discard(os.getpid())
     signal_pids(doomed, signal.SIGKILL)
