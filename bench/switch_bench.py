@@ -437,18 +437,26 @@ def plot(runs: list[SwitchRun], path: Path) -> None:
     plt.close(fig)
 
 
+def noise_verdict(ratios: list[float]) -> str:
+    """The same within noise when the rounds' ratios fall on both sides of 1."""
+    if not ratios:
+        return "not measured"
+    if min(ratios) <= 1.0 <= max(ratios):
+        return "the same within noise (rounds on both sides of 1)"
+    side = "faster" if min(ratios) > 1.0 else "slower"
+    return f"the inherited socket {side} in every round"
+
+
 def render(result: dict[str, Any], args: argparse.Namespace) -> str:
     tp = result["throughput"]
     tp_rows, verdicts = [], []
     for scale in (1, 2):
         held, own = tp[tp_key(True, scale)], tp[tp_key(False, scale)]
         ratio = tp[f"ratio-{scale}"]["median"]
-        near = abs(ratio - 1) <= 0.10
-        each = ", ".join(f"{r:.2f}" for r in tp[f"ratio-{scale}"]["all"])
+        each = tp[f"ratio-{scale}"]["all"]
         verdicts.append(
-            f"{scale} process{'es' if scale > 1 else ''}: {ratio:.2f}x "
-            f"({'within 10 %, the same within noise' if near else 'NOT within 10 %'}; "
-            f"each round: {each})"
+            f"{scale} process{'es' if scale > 1 else ''}: {ratio:.2f}x, rounds "
+            f"{', '.join(f'{r:.2f}' for r in each)}: {noise_verdict(each)}"
         )
         for m, label in ((held, "inherited socket (fd 3)"), (own, "app binds its own port")):
             tp_rows.append(
