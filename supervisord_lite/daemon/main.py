@@ -21,6 +21,7 @@ group is cancelled, which flushes the output.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -50,7 +51,7 @@ from supervisord_lite.daemon.status import Rejection, SwitchRecord, snapshot, st
 from supervisord_lite.daemon.switch import switch
 from supervisord_lite.daemon.watch import watch_current
 from supervisord_lite.errors import BrrError, ConfigMissing
-from supervisord_lite.fsatomic import replace_symlink
+from supervisord_lite.fsatomic import replace_symlink, temp_name
 from supervisord_lite.layout import DeployRoot
 from supervisord_lite.manifest import Release, load_release
 
@@ -75,6 +76,19 @@ class Inbox:
             self._event = anyio.Event()
             await self._event.wait()
         self._pending = False
+
+
+def wake_watcher(directory: Path) -> None:
+    """Make the --watch thread return so that its task can see the cancellation.
+
+    watch.py waits in watchfiles' thread with no timeout, and anyio does not abandon a
+    thread on cancel: without a change in ROOT the daemon would never exit. A temp name
+    (stale-temp cleanup knows the prefix) appears and goes; watch.py ignores it.
+    """
+    tmp = temp_name(directory, ".wake")
+    with contextlib.suppress(OSError):
+        tmp.touch()
+        tmp.unlink()
 
 
 def load_manifest(link: Path, root: DeployRoot) -> Release:
@@ -154,6 +168,8 @@ class Daemon:
             log.info("all stopped; exiting")
             await self.output.drain()
             root_tg.cancel_scope.cancel()
+            if self._watch:
+                wake_watcher(self.root.path)
 
     async def _run_generations(self, first: Release) -> None:
         async with anyio.create_task_group() as gens:

@@ -223,6 +223,8 @@ def test_watch_reloads_when_current_changes(droot: Root, daemon: Any) -> None:
     droot.release(proc("web", SLEEP(3600), scale=2))  # activated, no signal sent
     wait_until(lambda: d.status()["release"] == "v2", what="switched by --watch")
     assert len(d.status()["processes"]) == 2
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit(timeout=10) == 0  # the watcher's thread does not hold the exit
 
 
 def test_log_files_get_each_process_lines(droot: Root, daemon: Any) -> None:
