@@ -164,9 +164,9 @@ class Daemon:
             for runner in self._runners:
                 await runner.close()
             self.services.sockets.close_all()
-            self.output.close()
             log.info("all stopped; exiting")
             await self.output.drain()
+            self.output.close()
             root_tg.cancel_scope.cancel()
             if self._watch:
                 wake_watcher(self.root.path)

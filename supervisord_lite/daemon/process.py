@@ -123,6 +123,8 @@ class Process:
 
     def request_start(self) -> None:
         """Start it now, with a fresh set of tries (also out of FATAL or BACKOFF)."""
+        if self._retired:
+            return  # its generation is on its way out: a start must not revive it
         self._want = True
         if self.state in RESTING:
             self._kicked = True
