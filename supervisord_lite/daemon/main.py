@@ -28,7 +28,7 @@ import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -43,17 +43,18 @@ from supervisord_lite.daemon.control import serve_control
 from supervisord_lite.daemon.generation import Generation, NotReady, shared_address_checks
 from supervisord_lite.daemon.notify import SystemdNotifier, run_watchdog
 from supervisord_lite.daemon.output import Output
-from supervisord_lite.daemon.plugins import PluginRunner
 from supervisord_lite.daemon.process import Process, Services
 from supervisord_lite.daemon.sockets import SocketBindError
 from supervisord_lite.daemon.states import ProcState
 from supervisord_lite.daemon.status import Rejection, SwitchRecord, snapshot, status_text
 from supervisord_lite.daemon.switch import switch
-from supervisord_lite.daemon.watch import watch_current
 from supervisord_lite.errors import BrrError, ConfigMissing
 from supervisord_lite.fsatomic import replace_symlink, temp_name
 from supervisord_lite.layout import DeployRoot
 from supervisord_lite.manifest import Release, load_release
+
+if TYPE_CHECKING:
+    from supervisord_lite.daemon.plugins import PluginRunner
 
 log = logging.getLogger("supervisord_lite.daemon")
 
@@ -153,6 +154,9 @@ class Daemon:
             root_tg.start_soon(run_watchdog, self.notifier, lambda: True)
             await root_tg.start(serve_control, self.root.control_socket, self)
             if self._watch:
+                # imported here: watchfiles costs 7 MB of RSS, paid only with --watch
+                from supervisord_lite.daemon.watch import watch_current
+
                 await root_tg.start(watch_current, self.root.path, self.request_reload)
             self.bus.publish(DaemonStarted(os.getpid(), str(self.root.path)))
             async with anyio.create_task_group() as plugins:
