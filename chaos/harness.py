@@ -248,7 +248,8 @@ def where(lines: list[str]) -> str:
     """The last frame of ours in a traceback, and the exception: enough to find the bug."""
     frames = [m for m in (FRAME.search(line) for line in lines) if m]
     site = f"{frames[-1][1]}:{frames[-1][2]} in {frames[-1][3]}" if frames else "?"
-    return f"{lines[-1][:160] if lines else ''} (at {site})"
+    last = re.sub(r"'/[^']*'( -> '/[^']*')?", "'PATH'", lines[-1]) if lines else ""
+    return f"{last[:160]} (at {site})"
 
 
 def judge_exit(phase: str, op_kind: str, rc: int, stderr: str, stats: Stats) -> str:

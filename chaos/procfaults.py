@@ -389,7 +389,7 @@ def run_socket_abuse(
                     stats.violation(phase, "a 100 MB line did not get an error reply")
                 stats.faults["200 concurrent clients"] += 1
                 connected, got = crowd(path)
-                stats.ops["status by a crowd client"] += got
+                stats.status_calls[f"{phase} (crowd)"] += got
                 if got != 200:
                     stats.violation(
                         phase, f"{got} of 200 concurrent clients answered ({connected} connected)"

@@ -19,11 +19,13 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,6 +67,15 @@ def fmt_bytes(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n else "-"
 
 
+def kind_of(violation: str) -> str:
+    """A violation without its paths, pids and daemon output: what to group by."""
+    text = re.sub(r"'/[^']*'?( -> '/[^']*'?)?", "'PATH'", violation)
+    text = re.sub(r" at /\S+", " at SOCKET", text)
+    text = re.sub(r": supervisord-lite \|.*", "", text)
+    text = re.sub(r"after \d+\.\d+ s", "after T s", text)
+    return text.replace("|", "/")[:240]
+
+
 def table(stats: Stats, seconds: float, seed: int) -> str:
     d = stats.to_data()
     ops = sum(stats.ops.values())
@@ -72,13 +83,14 @@ def table(stats: Stats, seconds: float, seed: int) -> str:
     lat = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in d["max_status_latency"].items())
     rows = [
         ("run length", f"{seconds:.0f} s (seed {seed})"),
-        ("operations run", str(ops)),
+        ("operations run (brr-release and control commands)", str(ops)),
         ("faults injected", str(faults)),
         ("invariant checks", str(stats.checks)),
         ("**invariant violations**", f"**{len(stats.violations)}**"),
         ("daemon restarts (after SIGKILL)", str(stats.daemon_restarts)),
         ("max status latency", lat or "-"),
         ("status requests answered", str(sum(stats.status_calls.values()))),
+        ("invariant violations by kind", str(len({kind_of(v) for v in stats.violations}))),
         ("daemon max RSS", ", ".join(f"{k} {fmt_bytes(v)}" for k, v in stats.rss.items()) or "-"),
     ]
     out = ["| measure | value |", "| --- | --- |"]
@@ -92,7 +104,9 @@ def table(stats: Stats, seconds: float, seed: int) -> str:
     out += ["", "| phase | seconds |", "| --- | --- |"]
     out += [f"| {k} | {v:.1f} |" for k, v in stats.seconds.items()]
     if stats.violations:
-        out += ["", "Violations:", ""] + [f"- {v}" for v in stats.violations[:50]]
+        kinds = Counter(kind_of(v) for v in stats.violations)
+        out += ["", "| violation (paths and pids left out) | count |", "| --- | --- |"]
+        out += [f"| {k} | {n} |" for k, n in kinds.most_common()]
     if stats.notes:
         out += ["", "Notes:", ""] + [f"- {n}" for n in stats.notes]
     return "\n".join(out) + "\n"
