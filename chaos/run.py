@@ -87,7 +87,7 @@ def table(stats: Stats, seconds: float, seed: int) -> str:
         ("faults injected", str(faults)),
         ("invariant checks", str(stats.checks)),
         ("**invariant violations**", f"**{len(stats.violations)}**"),
-        ("daemon restarts (after SIGKILL)", str(stats.daemon_restarts)),
+        ("daemon restarts (our SIGKILLs and deaths)", str(stats.daemon_restarts)),
         ("max status latency", lat or "-"),
         ("status requests answered", str(sum(stats.status_calls.values()))),
         ("invariant violations by kind", str(len({kind_of(v) for v in stats.violations}))),
