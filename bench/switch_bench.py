@@ -281,8 +281,12 @@ def throughput(port: int, seconds: float, procs: int = 2, threads: int = 4) -> d
     }
 
 
-def tp_key(held: bool, scale: int) -> str:
-    return f"{'held' if held else 'own'}-{scale}"
+# (name, numerator, denominator) of the throughput ratios, each taken round by round
+RATIOS = [
+    ("ratio-1", "held-1", "own-1"),
+    ("ratio-aa", "own-1-copy", "own-1"),
+    ("ratio-2", "held-2", "own-2"),
+]
 
 
 @dataclass
@@ -327,24 +331,27 @@ def supervisors() -> Iterator[list[Supervisor]]:
 def run_bench(base: Path, args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"throughput": {}, "switch": {}}
     with supervisors() as live:
+        # (key, held, scale); "own-1-copy" is a second, identical own-port deploy: the
+        # A/A control whose ratio to "own-1" shows how far apart two equal setups measure
+        modes = [("held-1", True, 1), ("own-1", False, 1), ("own-1-copy", False, 1)]
+        modes += [("held-2", True, 2), ("own-2", False, 2)]
         ports = {
-            (held, scale): lite_deploy(
-                base / f"tp-{held}-{scale}", live, switch="start-first", held=held, scale=scale
+            key: lite_deploy(
+                base / f"tp-{key}", live, switch="start-first", held=held, scale=scale
             ).port
-            for scale in (1, 2)
-            for held in (True, False)
+            for key, held, scale in modes
         }
-        rounds: dict[str, list[dict[str, float]]] = {tp_key(*k): [] for k in ports}
+        rounds: dict[str, list[dict[str, float]]] = {key: [] for key in ports}
         order = list(ports.items())
         for n in range(args.rounds):
             # ABBA: each mode goes first as often as last, so a drift of the machine's
             # load during a round hits both modes alike
-            for (held, scale), port in order if n % 2 == 0 else order[::-1]:
-                rounds[tp_key(held, scale)].append(throughput(port, args.seconds))
-        for scale in (1, 2):
-            pairs = zip(rounds[tp_key(True, scale)], rounds[tp_key(False, scale)], strict=True)
-            ratios = [h["rps"] / o["rps"] for h, o in pairs if o["rps"]]
-            result["throughput"][f"ratio-{scale}"] = {
+            for key, port in order if n % 2 == 0 else order[::-1]:
+                rounds[key].append(throughput(port, args.seconds))
+        for name, a, b in RATIOS:
+            pairs = zip(rounds[a], rounds[b], strict=True)
+            ratios = [x["rps"] / y["rps"] for x, y in pairs if y["rps"]]
+            result["throughput"][name] = {
                 "median": bl.median(ratios),
                 "all": [round(r, 2) for r in ratios],
             }
@@ -437,38 +444,36 @@ def plot(runs: list[SwitchRun], path: Path) -> None:
     plt.close(fig)
 
 
-def noise_verdict(ratios: list[float]) -> str:
-    """The same within noise when the rounds' ratios fall on both sides of 1."""
-    if not ratios:
-        return "not measured"
-    if min(ratios) <= 1.0 <= max(ratios):
-        return "the same within noise (rounds on both sides of 1)"
-    side = "faster" if min(ratios) > 1.0 else "slower"
-    return f"the inherited socket {side} in every round"
-
-
 def render(result: dict[str, Any], args: argparse.Namespace) -> str:
     tp = result["throughput"]
-    tp_rows, verdicts = [], []
-    for scale in (1, 2):
-        held, own = tp[tp_key(True, scale)], tp[tp_key(False, scale)]
-        ratio = tp[f"ratio-{scale}"]["median"]
-        each = tp[f"ratio-{scale}"]["all"]
+    aa = tp["ratio-aa"]["all"]
+    noise = max((abs(r - 1) for r in aa), default=math.nan)
+    labels = {
+        "held-1": "1 x app, inherited socket (fd 3)",
+        "own-1": "1 x app, app binds its own port",
+        "own-1-copy": "1 x app, own port, a second copy (A/A control)",
+        "held-2": "2 x app, inherited socket (fd 3)",
+        "own-2": "2 x app, app binds its own port",
+    }
+    tp_rows = [
+        [
+            label,
+            f"{tp[key]['rps']:,.0f}",
+            ", ".join(f"{x:,}" for x in tp[key]["rps_all"]),
+            bl.fmt_ms(tp[key]["p50_ms"]),
+            bl.fmt_ms(tp[key]["p99_ms"]),
+            str(tp[key]["failed"]),
+        ]
+        for key, label in labels.items()
+    ]
+    verdicts = []
+    for name, what in (("ratio-1", "1 process"), ("ratio-2", "2 processes")):
+        ratio, each = tp[name]["median"], tp[name]["all"]
+        same = abs(ratio - 1) <= noise
         verdicts.append(
-            f"{scale} process{'es' if scale > 1 else ''}: {ratio:.2f}x, rounds "
-            f"{', '.join(f'{r:.2f}' for r in each)}: {noise_verdict(each)}"
+            f"{what}: {ratio:.2f}x (rounds {', '.join(f'{r:.2f}' for r in each)}), "
+            + ("the same within noise" if same else "MORE than the noise")
         )
-        for m, label in ((held, "inherited socket (fd 3)"), (own, "app binds its own port")):
-            tp_rows.append(
-                [
-                    f"{scale} x app, {label}",
-                    f"{m['rps']:,.0f}",
-                    ", ".join(f"{x:,}" for x in m["rps_all"]),
-                    bl.fmt_ms(m["p50_ms"]),
-                    bl.fmt_ms(m["p99_ms"]),
-                    str(m["failed"]),
-                ]
-            )
     sw_rows = []
     for mode, m in result["switch"].items():
         errors = ", ".join(f"{n} {k}" for k, n in sorted(m["errors"].items())) or "-"
@@ -523,7 +528,10 @@ def render(result: dict[str, Any], args: argparse.Namespace) -> str:
             "",
             "Inherited / own port, the median of the rounds' ratios: "
             + "; ".join(verdicts)
-            + ". With one process the kernel "
+            + f". The noise is what the A/A control shows: two identical own-port deploys "
+            f"measured {tp['ratio-aa']['median']:.2f}x apart (rounds "
+            f"{', '.join(f'{r:.2f}' for r in aa)}), up to {noise:.0%} in a round. "
+            "With one process the kernel "
             "path is the same (one listening socket, whoever bound it); with two, the inherited "
             "socket is one accept queue both processes take from, where SO_REUSEPORT gives "
             "each process a queue of its own.",
