@@ -44,6 +44,9 @@ from supervisord_lite.manifest import Release, load_release
 T = TypeVar("T")
 
 BIN = Path(sys.executable).parent
+# the slowest status answer allowed while the daemon is under fire; the smoke test, which
+# shares a CI machine with the whole suite, allows more
+STATUS_LIMIT = float(os.environ.get("CHAOS_STATUS_LIMIT", "1.0"))
 
 
 def tool(name: str) -> str:
@@ -536,11 +539,6 @@ class DaemonCtl:
         the subreaper adopted carries its parent's BRR_PROCESS).
         """
         release, problems = check_current(self.d)
-        if kept:
-            status = self.status() or {}
-            rid = status.get("release")
-            if rid:
-                release = load_release(self.d.release_manifest(rid), builds_dir=self.d.builds)
         if release is None:
             return problems or ["at rest: no current release"]
         if not self.alive():
@@ -549,15 +547,18 @@ class DaemonCtl:
             # a writer SIGKILLed between moving current and signalling leaves the daemon
             # on the old release by design: this is the operator's (or --watch's) HUP
             os.kill(self.pid, signal.SIGHUP)
-        want = self.expected(release)
         last: list[str] = []
 
         def settled() -> bool:
-            nonlocal last
+            nonlocal last, release
             status = self.status()
             if status is None:
                 last = ["status unanswered"]
                 return False
+            if kept and status.get("release"):
+                rid = status["release"]
+                release = load_release(self.d.release_manifest(rid), builds_dir=self.d.builds)
+            want = self.expected(release)
             last = []
             if status.get("release") != release.id or status.get("state") != "running":
                 last.append(
@@ -640,5 +641,7 @@ class Monitor:
                 rss = self.ctl.rss()
                 self.stats.max_rss = max(self.stats.max_rss, rss)
                 self.stats.rss[self.phase] = max(self.stats.rss.get(self.phase, 0), rss)
-            if self.strict and dt > 1.0:
-                self.stats.violation(self.phase, f"status took {dt:.2f} s (over 1 s)")
+            if self.strict and dt > STATUS_LIMIT:
+                self.stats.violation(
+                    self.phase, f"status took {dt:.2f} s (over {STATUS_LIMIT:g} s)"
+                )

@@ -21,6 +21,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from harness import PY, DaemonCtl, Monitor, Procs, Stats, brr, log, processes_under, wait_until
@@ -357,6 +358,15 @@ def never_reads(path: Path) -> socket.socket:
     return s
 
 
+def attempt(stats: Stats, phase: str, what: str, action: Callable[[], bool]) -> bool:
+    """Run one abuse; a daemon that does not answer in time is a violation, not a crash."""
+    try:
+        return action()
+    except (OSError, ValueError) as exc:
+        stats.violation(phase, f"{what}: no proper answer: {type(exc).__name__}: {exc}")
+        return True
+
+
 def run_socket_abuse(
     budget: float, rng: random.Random, stats: Stats, procs: Procs, work: Path
 ) -> None:
@@ -378,14 +388,15 @@ def run_socket_abuse(
                 n += 1
                 for _ in range(5):
                     stats.faults["garbage bytes"] += 1
-                    if not garbage(path, rng):
+                    if not attempt(stats, phase, "garbage bytes", lambda: garbage(path, rng)):
                         stats.violation(phase, "garbage did not get an error reply")
                     stats.faults["truncated JSON"] += 1
-                    truncated(path, rng)
-                held.append(never_reads(path))
-                stats.faults["client that never reads"] += 1
+                    attempt(stats, phase, "truncated JSON", lambda: truncated(path, rng))
+                with contextlib.suppress(OSError):
+                    held.append(never_reads(path))
+                    stats.faults["client that never reads"] += 1
                 stats.faults["100 MB line"] += 1
-                if not huge_line(path):
+                if not attempt(stats, phase, "a 100 MB line", lambda: huge_line(path)):
                     stats.violation(phase, "a 100 MB line did not get an error reply")
                 stats.faults["200 concurrent clients"] += 1
                 connected, got = crowd(path)

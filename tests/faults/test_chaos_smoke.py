@@ -58,6 +58,8 @@ def test_quick_chaos_run_violates_no_invariant(tmp_path: Path) -> None:
         text=True,
         cwd=REPO,
         start_new_session=True,
+        # the 1 s bound is make chaos's; here the whole suite may share two cores with us
+        env={**os.environ, "CHAOS_STATUS_LIMIT": "3"},
     )
     try:
         out, _ = proc.communicate(timeout=100)
@@ -75,7 +77,7 @@ def test_quick_chaos_run_violates_no_invariant(tmp_path: Path) -> None:
     assert data["faults"].get("SIGKILL writer", 0) > 0
     assert data["faults"].get("SIGKILL daemon", 0) > 0
     assert data["checks"] > 10
-    assert data["max_status_latency"].get("process", 0) < 1.0
+    assert data["max_status_latency"].get("process", 0) < 3.0
     violations: list[str] = data["violations"]
     unknown = [v for v in violations if not any(re.search(k, v) for k in KNOWN_BUGS)]
     assert unknown == [], "\n".join(unknown) + "\n" + out[-3000:]
