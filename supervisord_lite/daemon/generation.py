@@ -90,6 +90,16 @@ class Generation:
                 raise NotReady(f"{self.release.id} was stopped before it was ready")
             await self._changed_event.wait()
 
+    async def hold_running(self, seconds: float) -> None:
+        """Return once all stayed RUNNING for seconds; NotReady at the first that did not."""
+        with anyio.move_on_after(seconds):
+            while True:
+                for proc in self.processes:
+                    if proc.state is not ProcState.RUNNING:
+                        why = proc.error or f"left RUNNING ({proc.state.value})"
+                        raise NotReady(f"{proc.name} ({self.release.id}): {why}")
+                await self._changed_event.wait()
+
     async def wait_changed(self) -> None:
         await self._changed_event.wait()
 

@@ -287,6 +287,8 @@ class Process:
             self.failures += 1
             if not not_ready:
                 self.error = error or f"exited with code {code} before it was ready"
+        else:
+            self.error = f"exited with code {code} after it was ready"
         success = code == 0 and not not_ready
         policy = self.spec.restart
         if policy == "never" or (policy == "on-failure" and success):

@@ -8,6 +8,13 @@ noticed anything. stop-first stops the old release first (for apps that cannot r
 copies at once); if the new one then fails, a fresh generation of the old release is
 started, because leaving the host with nothing running is the one outcome an operator
 would not expect.
+
+A tcp/http ready check aimed at the process's own daemon-held socket is answered by
+whichever generation accepts first, so during a start-first switch the old processes
+pass it for the new ones, and a release that crashes at start would look ready. For
+such releases the new generation must also stay RUNNING for SETTLE seconds before the
+old one is retired (Kubernetes calls it minReadySeconds); the daemon logs a warning
+that the check should target the process's own port instead.
 """
 
 from __future__ import annotations
@@ -17,11 +24,13 @@ import time
 from typing import Protocol
 
 from supervisord_lite.daemon.bus import EventBus, SwitchDone, SwitchFailed, SwitchStarted
-from supervisord_lite.daemon.generation import Generation, NotReady
+from supervisord_lite.daemon.generation import Generation, NotReady, shared_address_checks
 from supervisord_lite.daemon.status import SwitchRecord
 from supervisord_lite.manifest import Release
 
 log = logging.getLogger(__name__)
+
+SETTLE = 2.0
 
 
 class Host(Protocol):
@@ -65,6 +74,9 @@ async def start_first(host: Host, old: Generation | None, new: Release) -> None:
     generation = await host.start_generation(new)
     try:
         await generation.wait_ready()
+        if old is not None and shared_address_checks(new):
+            # the old generation answered those checks too: staying up must vouch instead
+            await generation.hold_running(SETTLE)
     except NotReady:
         await host.retire_generation(generation)
         raise

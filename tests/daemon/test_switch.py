@@ -224,3 +224,26 @@ def test_a_ready_check_on_the_shared_socket_is_flagged() -> None:
 
     assert shared_address_checks(release("http://127.0.0.1:8000/healthz")) == ["web"]
     assert shared_address_checks(release("http://127.0.0.1:9000/healthz")) == []
+
+
+def test_a_crash_after_a_check_any_generation_answers_fails_the_switch(
+    droot: Root, daemon: Any
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    http = {"http": SocketSpec("http", f"127.0.0.1:{port}")}
+    droot.release(proc("web", SERVE_FD3, sockets=("http",)), sockets=http)
+    d = daemon()
+    wait_until(lambda: len(running(d, "v1")) == 1, what="v1 running")
+    # the kernel completes a tcp handshake on the held socket whoever runs: always "ready"
+    crash = python("import time, sys; time.sleep(0.5); sys.exit(3)")
+    on_socket = ReadyCheck("tcp", target=f"127.0.0.1:{port}")
+    droot.release(proc("web", crash, sockets=("http",), ready=on_socket), sockets=http)
+    d.signal(signal.SIGHUP)
+    last = wait_until(lambda: switched(d, "v2"), what="switch over")
+    assert not last["ok"] and "exited with code 3 after it was ready" in last["error"], last
+    assert d.status()["release"] == "v1"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        assert c.recv(100) == b"v1"
+    wait_until(lambda: "targets its shared socket" in d.output(), what="the warning")
