@@ -49,7 +49,7 @@ class OutputHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.output.emit(PROG, self.format(record))
+            self.output.emit(PROG, self.format(record), keep=True)
         except Exception:
             self.handleError(record)
 

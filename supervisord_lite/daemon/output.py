@@ -58,11 +58,12 @@ class Output:
 
     # --- producers ---------------------------------------------------------------------
 
-    def emit(self, name: str, text: str) -> None:
+    def emit(self, name: str, text: str, *, keep: bool = False) -> None:
+        """One line of name; keep: never dropped for a slow stdout (the daemon's own)."""
         line = f"{name} | {text}"
         self._rings.setdefault(name, deque(maxlen=RING)).append(line)
         self._all.append(line)
-        self._enqueue(line)
+        self._enqueue(line, keep)
         if self._files is not None:
             self._files.write(name, (text + "\n").encode("utf-8", "replace"))
         if self._followers:
@@ -104,9 +105,9 @@ class Output:
 
     # --- the writer ----------------------------------------------------------------------
 
-    def _enqueue(self, line: str) -> None:
+    def _enqueue(self, line: str, keep: bool) -> None:
         data = (line + "\n").encode("utf-8", "replace")
-        if self._queued + len(data) > MAX_QUEUED:
+        if self._queued + len(data) > MAX_QUEUED and not keep:
             self._dropped += 1
             return
         self._queue.append(data)
