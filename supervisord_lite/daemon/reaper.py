@@ -19,9 +19,9 @@ Choices, and what was rejected:
   The record: run/children.json lists every child's pid, pgid and start time, rewritten
   (temp + rename, no fsync: after a power loss nothing of ours runs anyway) by one task
   at most once per RECORD_BATCH, so 500 spawns cost a few writes; a child spawned in
-  the last RECORD_BATCH before a SIGKILL is still found by the scan below. At start the new daemon
-  kills each recorded process whose start time still matches (pid reuse), its group and
-  its subtree, and then any process of our uid whose cwd is under ROOT/builds and whose
+  the last RECORD_BATCH before a SIGKILL is still found by the scan below. At start the
+  new daemon kills each recorded process whose start time still matches (pid reuse), its
+  group and subtree, and then any process of our uid whose cwd is under ROOT/builds and whose
   environment has BRR_PROCESS: that catches double-forked orphans the record never saw
   (they were re-parented to init when the old daemon died). A process that both left
   its session and changed directory out of the root escapes this; cgroups would close
