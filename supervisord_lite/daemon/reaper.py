@@ -25,7 +25,8 @@ Choices, and what was rejected:
   environment has BRR_PROCESS: that catches double-forked orphans the record never saw
   (they were re-parented to init when the old daemon died). A process that both left
   its session and changed directory out of the root escapes this; cgroups would close
-  that hole but need privileges we cannot count on.
+  that hole but need privileges we cannot count on. PR_SET_PDEATHSIG was rejected too:
+  it reaches only the direct child, posix_spawn cannot set it, and setuid exec clears it.
 """
 
 from __future__ import annotations
