@@ -314,6 +314,7 @@ class Process:
             self._apply(ProcEvent.RETRY)
 
     def _apply(self, event: ProcEvent) -> None:
-        self.state = next_state(self.state, event)
+        old, self.state = self.state, next_state(self.state, event)
+        log.debug("%s: %s -> %s on %s", self.name, old.value, self.state.value, event.value)
         with contextlib.suppress(Exception):
             self.on_change(self)
