@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -92,7 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EARLY_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+def hold_early_signals() -> list[int]:
+    """Until the daemon's signal task runs, signals are only noted, in arrival order.
+
+    The pidfile appears before the event loop does, and `brr-release activate` may SIGHUP
+    it at once: SIGHUP's default action would kill the daemon. The handler only notes
+    the signal; the signal task replays the list once it owns the signals.
+    """
+    pending: list[int] = []
+    for signum in EARLY_SIGNALS:
+        signal.signal(signum, lambda n, _frame: pending.append(n))
+    return pending
+
+
 def run_daemon(args: argparse.Namespace) -> int:
+    pending = hold_early_signals()
     root = resolve_root(args.root)
     if not root.path.is_dir():
         raise ConfigMissing(f"deploy root {root.path} does not exist")
@@ -120,7 +138,7 @@ def run_daemon(args: argparse.Namespace) -> int:
             max_backoff=args.max_backoff,
         )
         runners = plugin_runners(services.bus, plugins)
-        daemon = Daemon(root, services, runners=runners, watch=args.watch)
+        daemon = Daemon(root, services, runners=runners, watch=args.watch, early=pending)
         anyio.run(daemon.run, release)
     return daemon.exit_code
 

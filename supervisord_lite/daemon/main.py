@@ -123,12 +123,14 @@ class Daemon:
         *,
         runners: Sequence[PluginRunner] = (),
         watch: bool = False,
+        early: list[int] | None = None,
     ) -> None:
         self.root = root
         self.services = services
         self.bus = services.bus
         self._runners = list(runners)
         self._watch = watch
+        self._early = early if early is not None else []  # signals noted before the loop
         self._stop_reason = "shutdown requested"
         self.output: Output = services.output
         self.notifier = SystemdNotifier.from_environ()
@@ -196,16 +198,22 @@ class Daemon:
     ) -> None:
         wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
         with anyio.open_signal_receiver(*wanted) as signals:
+            for signum in self._early:  # arrived before we owned the signals
+                self._on_signal(signum)
+            self._early.clear()
             task_status.started()  # no child is spawned before SIGTERM is ours
             async for signum in signals:
-                match signum:
-                    case signal.SIGTERM | signal.SIGINT:
-                        self._stop_reason = signal.Signals(signum).name
-                        self.request_shutdown()
-                    case signal.SIGHUP:
-                        self.request_reload()
-                    case signal.SIGUSR1:
-                        self.output.reopen()
+                self._on_signal(signum)
+
+    def _on_signal(self, signum: int) -> None:
+        match signum:
+            case signal.SIGTERM | signal.SIGINT:
+                self._stop_reason = signal.Signals(signum).name
+                self.request_shutdown()
+            case signal.SIGHUP:
+                self.request_reload()
+            case signal.SIGUSR1:
+                self.output.reopen()
 
     async def _run_loop(self, first: Release) -> None:
         # loaded comes before the spawns it causes: subscribers see cause, then effects

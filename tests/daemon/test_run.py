@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from supervisord_lite.daemon_client import request
 from supervisord_lite.manifest import SocketSpec
 from tests.daemon.conftest import SERVE_FD3, Root, proc, start_daemon, stop_daemon
 from tests.helpers import DAEMON, SLEEP, pid_alive, python, wait_until
@@ -263,3 +264,28 @@ def test_an_unknown_plugin_is_exit_2(droot: Root) -> None:
     assert res.returncode == 2
     assert "no plugin named 'no-such-plugin'" in res.stderr
     assert not droot.layout.pidfile.exists()
+
+
+def test_signals_right_after_start_are_not_lost_and_do_not_kill(
+    droot: Root, tmp_path: Path
+) -> None:
+    droot.release(proc("web", SLEEP(3600)))
+    pidfile = droot.layout.pidfile
+    for sig, expect_running in ((signal.SIGHUP, True), (signal.SIGTERM, False)):
+        p = start_daemon(droot, tmp_path / f"early-{sig}.out")
+        try:
+            wait_until(pidfile.exists, interval=0.001, what="pidfile")
+            os.kill(p.pid, sig)  # as `brr-release activate` may, before the loop runs
+            if expect_running:
+                wait_until(
+                    lambda: (
+                        request(droot.layout.control_socket, {"cmd": "status"})["status"]["state"]
+                        == "running"
+                    ),
+                    what="running after an early SIGHUP",
+                )
+                assert p.poll() is None
+                os.kill(p.pid, signal.SIGTERM)
+            assert p.wait(timeout=30) == 0  # an early SIGTERM is a clean stop too
+        finally:
+            stop_daemon(p, droot)
