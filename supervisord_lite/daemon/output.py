@@ -12,9 +12,10 @@ Choices, and what was rejected:
   dropped and counted, rather than stalling every child behind one slow reader.
   Setting fd 1 non-blocking was rejected: the flag belongs to the open file description,
   which a shell or systemd shares with us.
-- Rings (per process and one for all) hold recent lines for `logs -n`; followers of
-  `logs -f` get a bounded stream fed with send_nowait; one that falls behind loses
-  lines, it never slows the daemon.
+- Rings (per process and one for all) hold recent lines for `logs -n`, bounded in lines
+  and in size (a child writing 64 KiB lines must not make the daemon keep 64 MiB).
+  Followers of `logs -f` get a bounded stream fed with send_nowait; one that falls
+  behind loses lines, it never slows the daemon.
 - Per-process log files (logfiles.py, when enabled) get every line too, without the
   `web.1 | ` prefix; SIGUSR1 reopens them.
 """
@@ -34,9 +35,29 @@ from supervisord_lite.daemon.logfiles import LogFiles
 CHUNK = 64 * 1024
 MAX_LINE = 64 * 1024
 RING = 1000
+RING_BYTES = 1024 * 1024  # per process: 1000 lines of 64 KiB would be 64 MiB
+RING_BYTES_ALL = 8 * 1024 * 1024
 MAX_QUEUED = 8 * 1024 * 1024
 FOLLOW_BUFFER = 1000
 FINAL_FLUSH = 1.0
+
+
+class Ring:
+    """The last lines, bounded both in count and in characters."""
+
+    def __init__(self, max_lines: int, max_chars: int) -> None:
+        self.lines: deque[str] = deque()
+        self._max_lines = max_lines
+        self._max_chars = max_chars
+        self._chars = 0
+
+    def append(self, line: str) -> None:
+        self.lines.append(line)
+        self._chars += len(line)
+        while len(self.lines) > self._max_lines or (
+            self._chars > self._max_chars and len(self.lines) > 1
+        ):
+            self._chars -= len(self.lines.popleft())
 
 
 class Output:
@@ -45,8 +66,8 @@ class Output:
     def __init__(self, fd: int = 1, *, files: LogFiles | None = None) -> None:
         self._fd = fd
         self._files = files
-        self._rings: dict[str, deque[str]] = {}
-        self._all: deque[str] = deque(maxlen=RING)
+        self._rings: dict[str, Ring] = {}
+        self._all = Ring(RING, RING_BYTES_ALL)
         self._followers: list[tuple[str | None, MemoryObjectSendStream[str]]] = []
         self._queue: list[bytes] = []
         self._queued = 0
@@ -61,7 +82,10 @@ class Output:
     def emit(self, name: str, text: str, *, keep: bool = False) -> None:
         """One line of name; keep: never dropped for a slow stdout (the daemon's own)."""
         line = f"{name} | {text}"
-        self._rings.setdefault(name, deque(maxlen=RING)).append(line)
+        ring = self._rings.get(name)
+        if ring is None:
+            ring = self._rings[name] = Ring(RING, RING_BYTES)
+        ring.append(line)
         self._all.append(line)
         self._enqueue(line, keep)
         if self._files is not None:
@@ -177,11 +201,11 @@ class Output:
         if n <= 0:
             return []
         if name is None:
-            return list(self._all)[-n:]
+            return list(self._all.lines)[-n:]
         if name in self._rings:
-            return list(self._rings[name])[-n:]
+            return list(self._rings[name].lines)[-n:]
         prefix = name + "."
-        return [line for line in self._all if line.startswith(prefix)][-n:]
+        return [line for line in self._all.lines if line.startswith(prefix)][-n:]
 
     def follow(self, name: str | None) -> anyio.abc.ObjectReceiveStream[str]:
         """New lines from now on; the stream is dropped when its reader closes it."""
