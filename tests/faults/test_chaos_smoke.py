@@ -130,12 +130,7 @@ def deployed(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="bug: the daemon writes its pidfile (daemon/pidfile.py hold_daemon_lock) before "
-    "it handles SIGHUP (daemon/main.py _run_signals, inside anyio.run): an activate that "
-    "signals the pid in that window kills the daemon with SIGHUP's default action",
-)
+# bug 1 of docs/reliability.md, fixed in cda5c58: this test keeps it fixed
 def test_sighup_as_soon_as_the_pidfile_appears_does_not_kill_the_daemon(
     deployed: Path, tmp_path: Path
 ) -> None:
