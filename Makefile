@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench clean
+.PHONY: venv test lint demo bench bench-quick chaos clean
 
 venv: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: venv
-	$(BIN)/ruff check supervisord_lite tests $(wildcard bench contrib)
+	$(BIN)/ruff check supervisord_lite tests $(wildcard bench chaos contrib)
 	$(BIN)/mypy
 
 test: venv lint
@@ -24,9 +24,23 @@ test: venv lint
 demo: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash contrib/demo.sh
 
+# Every benchmark, each printing its table and rewriting its section of docs/benchmarks.md.
+# The peers (supervisord, circus) go into their own venv, bench/.venv-peers.
 bench: venv
 	$(BIN)/python -m pip install --quiet -e '.[test,lint,bench]'
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/brr_bench.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/daemon_bench.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/switch_bench.py
+
+# A few minutes, only printed: to see that the benchmarks still run.
+bench-quick: venv
+	$(BIN)/python -m pip install --quiet -e '.[test,lint,bench]'
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/brr_bench.py --runs 3 --files 10,2000 --no-save
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/daemon_bench.py --quick
+
+# CHAOS_SECONDS (default 300) of faults; the table goes to docs/reliability.md.
+chaos: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python chaos/run.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) bench/.venv-peers bench/out .mypy_cache .ruff_cache .pytest_cache
