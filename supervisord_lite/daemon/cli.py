@@ -7,6 +7,10 @@ what a SIGKILLed predecessor left (reaper.kill_previous), then read the release 
 Plugins are loaded before the lock, so a typo in --plugin is exit 2 and nothing else.
 Exit codes: 0 after a clean shutdown, 1 when another daemon holds the root, 2 for bad
 usage (no root, an unknown plugin), 78 when there is no release to run.
+
+Usage errors are BadInput like any other (argparse's own usage-plus-error, two lines
+under a sub-prog name, was rejected): one line `supervisord-lite: error: ...`, exit 2.
+`--root` is accepted before and after the subcommand, as brr-release accepts it.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import anyio
 
@@ -55,11 +60,46 @@ class OutputHandler(logging.Handler):
             self.handleError(record)
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix(PROG).strip()
+        raise BadInput(f"{command}: {message}" if command else message)
+
+
+SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+DEFAULT_LOG_MAX_BYTES = 10 * 1024**2
+DEFAULT_LOG_KEEP = 5
+
+
+def byte_size(text: str) -> int:
+    """`1048576`, `512K`, `1M`, `2G` (powers of 1024); 0 is a valid size."""
+    match = re.fullmatch(r"(\d+)([KMG]?)", text.strip().upper())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"not a size: {text!r} (a number of bytes, or with K, M or G: 512K, 1M)"
+        )
+    return int(match[1]) * SIZE_UNITS[match[2]]
+
+
+def file_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="the run stage: supervise a release")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog=PROG, description="the run stage: supervise a release")
+    parser.add_argument("--root", help="deploy root (default: $BRR_ROOT)")
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=Parser
+    )
     run = sub.add_parser("run", help="run the daemon in the foreground")
-    run.add_argument("--root", help="deploy root (default: $BRR_ROOT)")
+    # SUPPRESS: absent after the subcommand must not erase a --root given before it
+    run.add_argument("--root", default=argparse.SUPPRESS, help="deploy root (default: $BRR_ROOT)")
     run.add_argument(
         "--pass-env",
         action="append",
@@ -89,6 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-files", action="store_true", help="also write each process's lines to ROOT/logs"
     )
     run.add_argument("--log-dir", metavar="DIR", help="like --log-files, into DIR")
+    run.add_argument(
+        "--log-max-bytes",
+        type=byte_size,
+        metavar="SIZE",
+        help="rotate a log file before it passes SIZE (512K, 1M; default 10M; 0: never)",
+    )
+    run.add_argument(
+        "--log-keep",
+        type=file_count,
+        metavar="N",
+        help=f"rotated files kept per process (default {DEFAULT_LOG_KEEP})",
+    )
     add_client_commands(sub)
     return parser
 
@@ -115,10 +167,7 @@ def run_daemon(args: argparse.Namespace) -> int:
     if not root.path.is_dir():
         raise ConfigMissing(f"deploy root {root.path} does not exist")
     plugins = enabled_plugins(args)
-    log_dir = Path(args.log_dir) if args.log_dir else root.logs if args.log_files else None
-    if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
-    output = Output(files=LogFiles(log_dir) if log_dir is not None else None)
+    output = Output(files=log_files(args, root.logs))
     handler = OutputHandler(output)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
@@ -141,6 +190,21 @@ def run_daemon(args: argparse.Namespace) -> int:
         daemon = Daemon(root, services, runners=runners, watch=args.watch, early=pending)
         anyio.run(daemon.run, release)
     return daemon.exit_code
+
+
+def log_files(args: argparse.Namespace, default_dir: Path) -> LogFiles | None:
+    """The LogFiles the options ask for; BadInput for rotation options without files."""
+    log_dir = Path(args.log_dir) if args.log_dir else default_dir if args.log_files else None
+    if log_dir is None:
+        if args.log_max_bytes is not None or args.log_keep is not None:
+            raise BadInput("--log-max-bytes and --log-keep need --log-files or --log-dir")
+        return None
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return LogFiles(
+        log_dir,
+        max_bytes=DEFAULT_LOG_MAX_BYTES if args.log_max_bytes is None else args.log_max_bytes,
+        keep=DEFAULT_LOG_KEEP if args.log_keep is None else args.log_keep,
+    )
 
 
 # plugins.py (and importlib.metadata) cost 6 MB of RSS: imported only with --plugin
@@ -178,8 +242,10 @@ def ready_registry(plugins: Mapping[str, Plugin]) -> ReadyRegistry:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args, extra = build_parser().parse_known_args(argv)
+        if extra:  # argparse would name no command: only the subparser knew it
+            raise BadInput(f"{args.command}: unrecognized arguments: {' '.join(extra)}")
         if args.command == "run":
             return run_daemon(args)
         return run_client_command(args)

@@ -67,7 +67,10 @@ def positive_seconds(text: str) -> float:
 def add_client_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add status, reload, restart, stop, start, logs and shutdown to subparsers."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--root", help="deploy root (default: $BRR_ROOT)")
+    # SUPPRESS: absent after the subcommand must not erase a --root given before it
+    common.add_argument(
+        "--root", default=argparse.SUPPRESS, help="deploy root (default: $BRR_ROOT)"
+    )
     c = [common]
     p = subparsers.add_parser("status", parents=c, help="the processes and the release")
     p.add_argument("--json", action="store_true", help="print the status object")

@@ -3,8 +3,10 @@
 One file per process name (`web.1.log`); a line goes in whole or not at all. When a
 file would pass `max_bytes`, it is renamed to `.1` (older ones shift up to `keep`, the
 oldest is removed) and a new file is started: at most keep + 1 files per process, ever.
-For an external logrotate, `reopen()` (SIGUSR1) closes every file so the next line
-opens the name afresh: rotation by rename with no copytruncate, so no line is lost.
+A file passes `max_bytes` only when one line alone is longer. `max_bytes=0` turns size
+rotation off, for an external logrotate: two rotators would fight over the `.1` names.
+For that logrotate, `reopen()` (SIGUSR1) closes every file so the next line opens the
+name afresh: rotation by rename with no copytruncate, so no line is lost.
 
 Writes are plain blocking writes to a local file from the output task; a line is at most
 64 KiB (output.py splits longer ones), so a write never stalls the loop for long. A file
@@ -45,7 +47,7 @@ class LogFiles:
         """Append one line (with its newline) to name's file, rotating first if needed."""
         try:
             current = self._open.get(name) or self._open_file(name)
-            if current.size and current.size + len(line) > self.max_bytes:
+            if self.max_bytes and current.size and current.size + len(line) > self.max_bytes:
                 self._rotate(name)
                 current = self._open_file(name)
             os.write(current.fd, line)

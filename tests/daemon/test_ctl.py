@@ -449,3 +449,58 @@ def test_logs_follow_into_a_closed_pipe_ends_quietly(served: Served) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_root_before_or_after_the_command_or_from_the_environment(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = str(served.root.path)
+    for argv in (["--root", root, "status", "--json"], ["status", "--json", "--root", root]):
+        served.capsys.readouterr()
+        assert main(argv) == 0, argv
+        assert json.loads(served.capsys.readouterr().out) == served.daemon.state
+    # after the command wins, as the nearer one
+    served.capsys.readouterr()
+    assert main(["--root", "/nonexistent", "status", "--root", root]) == 0
+    monkeypatch.setenv("BRR_ROOT", root)
+    served.capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    assert json.loads(served.capsys.readouterr().out) == served.daemon.state
+    proc = subprocess.run(
+        [DAEMON, "--root", root, "stop", "web"], capture_output=True, text=True, timeout=60
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "stopped: web.1, web.2\n", "")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "the following arguments are required: COMMAND"),
+        (["bogus"], "argument COMMAND: invalid choice: 'bogus'"),
+        (["logs", "-n", "ten"], "logs: argument -n/--lines: not a number: 'ten'"),
+        (["status", "--jsn"], "status: unrecognized arguments: --jsn"),
+        (["reload", "--timeout", "0"], "reload: argument --timeout: must be more than 0"),
+        (["--root"], "argument --root: expected one argument"),
+        (["run", "--log-max-bytes", "1X"], "run: argument --log-max-bytes: not a size: '1X'"),
+        (["run", "--log-keep", "-1"], "run: argument --log-keep: must be 0 or more"),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_command(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"supervisord-lite: error: {message}"), err
+    assert err.count("\n") == 1, err
+
+
+def test_a_usage_error_of_the_real_command_is_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [DAEMON, "--root", str(tmp_path), "logs", "-n", "-1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == "supervisord-lite: error: logs: argument -n/--lines: must be 0 or more\n"
