@@ -57,7 +57,9 @@ def test_readme_tour_runs_as_printed(tmp_path: Path) -> None:
             wait_until(lambda: not pid_alive(pid), timeout=60, what="the tour's daemon to stop")
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0, out
+    daemon_log = root / "daemon.log"
+    said = daemon_log.read_text(errors="replace") if daemon_log.exists() else "(no daemon.log)"
+    assert proc.returncode == 0, f"{out}\n--- the daemon printed:\n{said}"
     # every line of output that does not depend on time or pids appears as printed
     stable = [
         line

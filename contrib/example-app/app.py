@@ -2,7 +2,9 @@
 
 It serves from an inherited socket when the supervisor passes one (LISTEN_FDS, the
 systemd convention), else it binds $BIND_HOST:$BIND_PORT itself with SO_REUSEPORT, so an
-old and a new release can listen side by side during a start-first switch.
+old and a new release can listen side by side during a start-first switch. Once it serves
+it says READY=1 on $NOTIFY_SOCKET when there is one (systemd's Type=notify protocol, which
+`ready: {notify: true}` gives it), so the supervisor knows this very process is ready.
 """
 
 from __future__ import annotations
@@ -44,6 +46,16 @@ def inherited_socket() -> socket.socket | None:
     return socket.socket(fileno=3)
 
 
+def notify_ready() -> None:
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):  # an abstract socket name
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"READY=1", address)
+
+
 def main() -> None:
     host = os.environ.get("BIND_HOST", "127.0.0.1")
     port = int(os.environ.get("BIND_PORT", os.environ.get("PORT", "8080")))
@@ -64,6 +76,8 @@ def main() -> None:
         signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start()
     )
     print(f"{PROCESS} of {RELEASE} serving on {host}:{port}", flush=True)
+    # the socket is listening: a connection waits in its backlog until serve_forever takes it
+    notify_ready()
     server.serve_forever(poll_interval=0.5)
     server.server_close()
     print(f"{PROCESS} of {RELEASE} stopped gracefully", flush=True)

@@ -29,7 +29,9 @@ from supervisord_lite.manifest import Release, load_release
 
 BASE_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ")
 OUTPUT_TAIL = 4000
-GRACE = 5.0  # seconds --wait gives a daemon that is not running yet to appear
+# seconds --wait gives a daemon that is not running yet to appear: generous, since a
+# daemon started a moment before on a loaded host may need several to import and bind
+GRACE = 15.0
 
 
 @dataclass(frozen=True)

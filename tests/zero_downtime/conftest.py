@@ -48,7 +48,7 @@ def example_app(
     *,
     switch: str = "start-first",
     held_socket: bool = True,
-    ready: str = "{after: 1.0}",
+    ready: str = "{notify: true}",
     crash: bool = False,
 ) -> Path:
     """contrib/example-app's app.py with a brr.yaml for this port (web only, scale 2).
