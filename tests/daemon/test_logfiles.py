@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
+import shutil
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from supervisord_lite.daemon.cli import byte_size
 from supervisord_lite.daemon.logfiles import LogFiles
-from tests.daemon.conftest import Root
-from tests.helpers import DAEMON
+from tests.daemon.conftest import Root, proc
+from tests.helpers import DAEMON, python, wait_until
 
 
 def all_lines(directory: Path, name: str, keep: int) -> list[bytes]:
@@ -91,3 +95,128 @@ def test_rotation_options_without_log_files_are_bad_usage(droot: Root) -> None:
         "supervisord-lite: error: --log-max-bytes and --log-keep need --log-files or --log-dir\n"
     )
     assert not droot.layout.pidfile.exists()
+
+
+# --- end to end, on a real daemon --------------------------------------------------------
+
+LINE_BYTES = 100
+FLOOD_LINES = 1_000_000  # 100 MB
+# numbered 100-byte lines, written 10,000 at a time, then a last line that says so
+FLOOD = python(
+    "import sys, time\n"
+    f"n = {FLOOD_LINES}\n"
+    "pad = b'x' * 88\n"
+    "for start in range(1, n + 1, 10_000):\n"
+    "    sys.stdout.buffer.write(b''.join(b'%010d %s\\n' % (i, pad)"
+    " for i in range(start, min(start + 10_000, n + 1))))\n"
+    "sys.stdout.buffer.flush()\n"
+    "time.sleep(3600)"
+)
+
+
+def last_line(path: Path) -> bytes:
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - 4 * LINE_BYTES))
+        return f.read().splitlines()[-1]
+
+
+@pytest.mark.timeout(180)
+def test_100_mb_at_1m_rotation_keeps_keep_plus_1_files_of_whole_lines(
+    droot: Root, daemon: Any
+) -> None:
+    droot.release(proc("web", FLOOD))
+    started = time.monotonic()
+    d = daemon("--log-files", "--log-max-bytes", "1M", "--log-keep", "3")
+    logs = droot.path / "logs"
+    final = b"%010d " % FLOOD_LINES + b"x" * 88
+    wait_until(lambda: last_line(logs / "web.1.log") == final, timeout=150, what="the last line")
+    elapsed = time.monotonic() - started
+    files = sorted(p.name for p in logs.iterdir() if p.name.startswith("web.1."))
+    assert files == ["web.1.log", "web.1.log.1", "web.1.log.2", "web.1.log.3"]
+    numbers: list[int] = []
+    for name in ("web.1.log.3", "web.1.log.2", "web.1.log.1", "web.1.log"):
+        data = (logs / name).read_bytes()
+        assert 0 < len(data) <= 1024 * 1024, name
+        assert data.endswith(b"\n"), name
+        lines = data.splitlines()
+        assert all(len(line) == LINE_BYTES - 1 and line[10:11] == b" " for line in lines), name
+        numbers += [int(line[:10]) for line in lines]
+    # the newest lines, whole, in order, none lost between the kept files
+    assert numbers == list(range(numbers[0], FLOOD_LINES + 1))
+    assert len(numbers) > 3 * (1024 * 1024 // LINE_BYTES)
+    print(f"100 MB through the daemon into 1 MiB files in {elapsed:.1f} s")
+    assert d.proc.poll() is None
+
+
+CONTRIB_LOGROTATE = Path(__file__).parents[2] / "contrib" / "logrotate" / "supervisord-lite"
+LOGROTATE = shutil.which("logrotate") or "/usr/sbin/logrotate"
+ROTATIONS = 5
+
+
+def numbered_lines(directory: Path, name: str) -> list[bytes]:
+    """Every line of name's files, rotated (and compressed) ones included."""
+    lines: list[bytes] = []
+    for path in directory.glob(f"{name}.log*"):
+        data = path.read_bytes()
+        lines += (gzip.decompress(data) if path.suffix == ".gz" else data).splitlines()
+    return lines
+
+
+@pytest.mark.skipif(
+    not os.access(LOGROTATE, os.X_OK),
+    reason="logrotate is not installed (.ci/run installs it where it can)",
+)
+@pytest.mark.timeout(120)
+def test_logrotate_with_the_contrib_config_and_sigusr1_loses_no_line(
+    droot: Root, daemon: Any, tmp_path: Path
+) -> None:
+    stop = tmp_path / "stop"
+    writer = python(
+        "import os, time\n"
+        "i = 0\n"
+        f"while not os.path.exists({str(stop)!r}):\n"
+        "    i += 1\n"
+        "    print(i, flush=True)\n"
+        "    time.sleep(0.001)\n"
+        "print('end', i, flush=True)\n"
+        "time.sleep(3600)"
+    )
+    droot.release(proc("web", writer))
+    daemon("--log-files", "--log-max-bytes", "0")
+    config = [
+        line
+        for line in CONTRIB_LOGROTATE.read_text().splitlines()
+        if not line.lstrip().startswith("#")
+    ]
+    assert sum("/srv/*" in line for line in config) == 2, "logs and pidfiles: both to the test's"
+    conf = tmp_path / "logrotate.conf"
+    conf.write_text("\n".join(config).replace("/srv/*", str(droot.path)) + "\n")
+    log = droot.path / "logs" / "web.1.log"
+    wait_until(lambda: log.exists() and log.stat().st_size > 0, what="the first lines")
+    for _ in range(ROTATIONS):
+        before = log.stat().st_ino
+        res = subprocess.run(
+            [LOGROTATE, "-f", "-s", str(tmp_path / "state"), str(conf)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert res.returncode == 0, res.stderr
+        assert (droot.path / "logs" / "web.1.log.1").stat().st_ino == before, "renamed"
+        # reopened after SIGUSR1: the name is a new file, and lines go there (a few
+        # hundred, so that the next rotation happens as steadily under way as this one)
+        wait_until(
+            lambda b=before: log.stat().st_ino != b and log.read_bytes().count(b"\n") >= 300,
+            what="the daemon to reopen web.1.log",
+        )
+    stop.touch()
+    end = wait_until(
+        lambda: [line for line in log.read_bytes().splitlines() if line.startswith(b"end ")],
+        what="the writer's last line",
+    )
+    last = int(end[0].split()[1])
+    lines = numbered_lines(droot.path / "logs", "web.1")
+    numbers = sorted(int(line) for line in lines if not line.startswith(b"end "))
+    assert numbers == list(range(1, last + 1)), "every line once, none lost, none doubled"
+    assert len(list((droot.path / "logs").glob("web.1.log*"))) == ROTATIONS + 1
+    print(f"{last} lines over {ROTATIONS} rotations by logrotate")
