@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from supervisord_lite.errors import OperationFailed
 from supervisord_lite.layout import DeployRoot
 
 MAX_REPLY = 16 * 1024 * 1024
+CONNECT_BACKOFF = 0.005
+MAX_CONNECT_BACKOFF = 0.1
 DAEMON_MARKERS = ("supervisord-lite", "supervisord_lite")
 
 
@@ -66,6 +69,29 @@ def signal_daemon(root: DeployRoot, signum: int = signal.SIGHUP) -> int | None:
     return pid
 
 
+def connect(sock: socket.socket, sock_path: Path, timeout: float) -> None:
+    """Connect within timeout, waiting for room when the daemon's listen backlog is full.
+
+    A socket with a timeout is non-blocking inside, and connect(2) to a Unix socket
+    whose backlog is full then fails with EAGAIN at once (TCP would wait): a burst of
+    clients must delay this one, not fail it. So retry, backing off a little, until the
+    deadline. Leaves sock with timeout set; raises TimeoutError at the deadline.
+    """
+    deadline = time.monotonic() + timeout
+    delay = CONNECT_BACKOFF
+    sock.settimeout(timeout)
+    while True:
+        try:
+            sock.connect(str(sock_path))
+            return
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"the backlog of {sock_path} stayed full") from None
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, MAX_CONNECT_BACKOFF)
+
+
 def request(sock_path: Path, payload: dict[str, Any], *, timeout: float = 10.0) -> dict[str, Any]:
     """Send one request and read one reply line.
 
@@ -73,8 +99,7 @@ def request(sock_path: Path, payload: dict[str, Any], *, timeout: float = 10.0) 
     """
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(str(sock_path))
+            connect(sock, sock_path, timeout)
             sock.sendall(json.dumps(payload).encode() + b"\n")
             buf = bytearray()
             while b"\n" not in buf:
@@ -110,8 +135,7 @@ def request_stream(
     """
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(str(sock_path))
+            connect(sock, sock_path, timeout)
             sock.sendall(json.dumps(payload).encode() + b"\n")
             buf = bytearray()
             first = True

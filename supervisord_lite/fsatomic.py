@@ -8,6 +8,7 @@ power) sees the old thing or the new one, never half of one. Temp names start wi
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import secrets
@@ -31,22 +32,36 @@ def fsync_dir(directory: Path) -> None:
 
 
 def write_file(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Replace path with data atomically, with the given mode."""
+    """Replace path with data atomically, with the given mode.
+
+    Raises OSError naming path (not its temp name, which is gone by then); path is
+    untouched. It stays an OSError, not an OperationFailed: the daemon writes its
+    pidfile with this too and handles OSError itself.
+    """
     tmp = temp_name(path.parent)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
-        os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):  # the first error is the one to report
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            name_file(exc, path)
         raise
-    os.close(fd)
-    os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def name_file(exc: OSError, path: Path) -> None:
+    """Make exc name path: errors of write(2) and fsync(2) name no file by themselves."""
+    exc.filename, exc.filename2 = str(path), None
 
 
 def fsync_tree(top: Path) -> None:
@@ -102,13 +117,20 @@ def publish_dir(tmp: Path, final: Path) -> bool:
 
 
 def replace_symlink(link: Path, target: str) -> None:
-    """Point link at target with one rename: there is no moment without a link."""
+    """Point link at target with one rename: there is no moment without a link.
+
+    Raises OSError naming link; link is untouched then.
+    """
     tmp = temp_name(link.parent, ".link")
-    os.symlink(target, tmp)
     try:
-        os.replace(tmp, link)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        os.symlink(target, tmp)
+        try:
+            os.replace(tmp, link)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        name_file(exc, link)
         raise
     fsync_dir(link.parent)
 

@@ -8,12 +8,15 @@ hold `DeployRoot.locked()` for every append; `seq` is one more than the last goo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from supervisord_lite.errors import NO_SPACE, OperationFailed
 
 EVENTS = ("build", "release", "activate", "rollback", "prune", "release_command_failed")
 
@@ -56,22 +59,66 @@ def read_ledger(path: Path) -> LedgerRead:
 
 
 def append(path: Path, event: str, entry_id: str, **fields: Any) -> dict[str, Any]:
-    """Append one event; the caller holds the root's lock. Returns the entry written."""
+    """Append one event; the caller holds the root's lock. Returns the entry written.
+
+    Raises OperationFailed when the line cannot be written (a full disk, a file size
+    limit); the ledger is then as it was, with no part of the line in it.
+    """
     if event not in EVENTS:
         raise ValueError(f"unknown ledger event {event!r}")
     state = read_ledger(path)
     last_seq = max((int(e.get("seq", 0)) for e in state.entries), default=0)
     entry = {"seq": last_seq + 1, "at": utc_now(), "event": event, "id": entry_id, **fields}
     line = (json.dumps(entry, sort_keys=False, separators=(",", ":")) + "\n").encode()
+    try:
+        write_line(path, line, state)
+    except OSError as exc:
+        raise OperationFailed(
+            f"cannot append `{event} {entry_id}` to the ledger {path}: "
+            f"{exc.strerror or exc} ({unrecorded(event, entry_id, exc)})"
+        ) from None
+    return entry
+
+
+def unrecorded(event: str, entry_id: str, exc: OSError) -> str:
+    """What a failed append leaves: every event is appended once its change is done."""
+    then = "free space, then " if exc.errno in NO_SPACE else ""
+    match event:
+        case "build" | "release":
+            return f"the {event} is stored but not recorded; {then}run it again"
+        case "activate" | "rollback":
+            # the caller stops before it signals the daemon
+            return (
+                f"{entry_id} is current but not recorded and the daemon was not signalled; "
+                f"{then}run `brr-release activate {entry_id}`"
+            )
+        case "prune":
+            return "the prune is done but not recorded"
+        case _:
+            return "nothing was changed"
+
+
+def write_line(path: Path, line: bytes, state: LedgerRead) -> None:
+    """Write line at the end of the good prefix; on failure cut the file back to it.
+
+    A short write is not an error by itself (a size limit or a full disk lets part of a
+    line through): the rest is written until it raises, then the part goes.
+    """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
     try:
         if state.torn:
             os.ftruncate(fd, state.good_bytes)
-        os.write(fd, line)
-        os.fsync(fd)
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, state.good_bytes)
+            raise
     finally:
         os.close(fd)
-    return entry
 
 
 def activation_history(entries: list[dict[str, Any]]) -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -27,7 +28,7 @@ import yaml
 from supervisord_lite import fsatomic, ledger
 from supervisord_lite.brr.digest import build_id_for, freeze, tree_digest
 from supervisord_lite.declaration import Declaration, declaration_from_data, load_declaration
-from supervisord_lite.errors import BadInput, OperationFailed, ValidationError
+from supervisord_lite.errors import BadInput, OperationFailed, ValidationError, os_failure
 from supervisord_lite.layout import DeployRoot
 from supervisord_lite.manifest import compute_digest
 from supervisord_lite.schema import Fields, load_yaml
@@ -115,6 +116,7 @@ def check_symlink(src: Path, rel: str) -> None:
 
 
 def copy_tree(src: Path, files: list[str], dest: Path) -> None:
+    """Copy files from src into dest; OSError names the file written when space runs out."""
     dest.mkdir(parents=True)
     for rel in files:
         s = src / rel
@@ -125,7 +127,12 @@ def copy_tree(src: Path, files: list[str], dest: Path) -> None:
             check_symlink(src, rel)
             os.symlink(os.readlink(s), d)
         elif stat.S_ISREG(st.st_mode):
-            shutil.copyfile(s, d, follow_symlinks=False)
+            try:
+                shutil.copyfile(s, d, follow_symlinks=False)
+            except OSError as exc:
+                if exc.filename is None:  # copyfileobj's write errors name nothing
+                    fsatomic.name_file(exc, d)
+                raise
             os.chmod(d, stat.S_IMODE(st.st_mode) | stat.S_IWUSR)
         else:
             raise BadInput(f"{s}: not a regular file or symlink; cannot go into a build")
@@ -140,9 +147,21 @@ def run_steps(steps: tuple[str, ...], cwd: Path) -> None:
         )
         if proc.returncode != 0:
             raise OperationFailed(
-                f"build step {n} `{step}` exited {proc.returncode} (its output is above); "
+                f"build step {n} `{step}` {exit_text(proc.returncode)} (its output is above); "
                 "no build was stored"
             )
+
+
+def exit_text(returncode: int) -> str:
+    if returncode >= 0:
+        return f"exited {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    # a step over the file size limit dies of SIGXFSZ: the limit is the news
+    why = ", over the file size limit" if -returncode == signal.SIGXFSZ else ""
+    return f"was killed by {name}{why}"
 
 
 def stage(root: DeployRoot, src: Path) -> StagedBuild:
@@ -161,8 +180,10 @@ def stage(root: DeployRoot, src: Path) -> StagedBuild:
         info = BuildInfo(build_id_for(digest), digest, str(src), ledger.utc_now(), decl)
         fsatomic.write_file(staging / "build.yaml", dump_build_meta(info), mode=0o444)
         fsatomic.fsync_tree(staging)
-    except BaseException:
+    except BaseException as exc:
         discard(staging)
+        if isinstance(exc, OSError):
+            raise os_failure(exc, "no build was stored") from None
         raise
     return StagedBuild(staging, info)
 
@@ -170,7 +191,12 @@ def stage(root: DeployRoot, src: Path) -> StagedBuild:
 def publish(root: DeployRoot, staged: StagedBuild) -> tuple[BuildInfo, bool]:
     """Rename the staged build into place; the caller holds the lock. (info, reused)."""
     final = root.build_dir(staged.info.id)
-    if final.exists() or not fsatomic.publish_dir(staged.staging, final):
+    try:
+        published = not final.exists() and fsatomic.publish_dir(staged.staging, final)
+    except BaseException:
+        discard(staged.staging)
+        raise
+    if not published:
         discard(staged.staging)
         return load_build_meta(root, staged.info.id), True
     ledger.append(root.ledger, "build", staged.info.id, digest=staged.info.digest)

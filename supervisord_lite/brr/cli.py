@@ -23,7 +23,14 @@ from supervisord_lite.brr import activate as act
 from supervisord_lite.brr import build as bld
 from supervisord_lite.brr import importers, inspect, maintenance
 from supervisord_lite.brr import releases as rel
-from supervisord_lite.errors import BadInput, BrrError
+from supervisord_lite.errors import (
+    NO_SPACE,
+    BadInput,
+    BrrError,
+    OperationFailed,
+    describe_os_error,
+    os_errors_leave,
+)
 from supervisord_lite.layout import DeployRoot, resolve_root
 
 PROG = "brr-release"
@@ -160,14 +167,21 @@ def new_release_then(root: DeployRoot, args: argparse.Namespace, make: Callable[
     root.require_initialized()
     since = time.time()
     with root.locked():
-        release = make()
-        activation = act.activate(root, release.id) if args.activate else None
+        with os_errors_leave("no release was made"):
+            release = make()
+        activation = activate(root, release.id) if args.activate else None
     data: dict[str, Any] = {"id": release.id, "build": release.build}
     text = release.id
     if activation:
         data.update(finish_activation(root, args, activation, since))
         text += f" (activated{signal_note(data)})"
     return data, text, 0
+
+
+def activate(root: DeployRoot, release_id: str, *, event: str = "activate") -> act.Activation:
+    """act.activate, saying what an OSError left: `current` moves last, by one rename."""
+    with os_errors_leave(f"current was not moved to {release_id}"):
+        return act.activate(root, release_id, event=event)
 
 
 def finish_activation(
@@ -217,7 +231,7 @@ def activate_and_report(
     with root.locked():
         if event == "rollback":
             release_id = act.rollback_target(root, release_id)
-        activation = act.activate(root, release_id, event=event)
+        activation = activate(root, release_id, event=event)
     data = {"id": activation.release.id, **finish_activation(root, args, activation, since)}
     previous = activation.previous
     was = f" (was {previous})" if previous and previous != activation.release.id else ""
@@ -241,9 +255,11 @@ def cmd_deploy(root: DeployRoot, args: argparse.Namespace) -> Result:
     # publish, release and activate under one lock: a concurrent prune cannot remove
     # the build between its publish and its release
     with root.locked():
-        info, reused = bld.publish(root, staged)
-        release = rel.release_from_build(root, info.id, change)
-        activation = act.activate(root, release.id)
+        with os_errors_leave("no build was stored"):
+            info, reused = bld.publish(root, staged)
+        with os_errors_leave(f"build {info.id} is stored; no release was made"):
+            release = rel.release_from_build(root, info.id, change)
+        activation = activate(root, release.id)
     data = {"id": release.id, "build": info.id, "reused": reused}
     data.update(finish_activation(root, args, activation, since))
     return data, f"{release.id} (build {info.id}) is current{signal_note(data)}", 0
@@ -266,7 +282,7 @@ def cmd_diff(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 def cmd_prune(root: DeployRoot, args: argparse.Namespace) -> Result:
     root.require_initialized()
-    with root.locked():
+    with root.locked(), os_errors_leave("the prune stopped part way; what is left is whole"):
         data = maintenance.prune(root, args.keep)
     text = f"removed releases: {', '.join(data['releases']) or 'none'}; "
     text += f"builds: {', '.join(data['builds']) or 'none'}"
@@ -332,6 +348,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrrError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        # the last line of defence: the sites name what the failure leaves behind, this
+        # names at least the file and the reason (any other exception is a bug: it shows)
+        print(f"{PROG}: error: {os_failure_text(exc)}", file=sys.stderr)
+        return OperationFailed.exit_code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
@@ -340,6 +361,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(text)
     return code
+
+
+def os_failure_text(exc: OSError) -> str:
+    hint = " (free space and run it again)" if exc.errno in NO_SPACE else ""
+    return describe_os_error(exc) + hint
 
 
 if __name__ == "__main__":

@@ -290,15 +290,22 @@ def probe_live(path: Path) -> bool:
             sock.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
             return False
-        except TimeoutError:
-            return True  # its backlog is full: alive, just busy
+        except (TimeoutError, BlockingIOError):
+            return True  # its backlog is full (EAGAIN, as the timeout makes it): alive, busy
         except OSError:
             return False
         return True
 
 
-def bind_control_socket(path: Path, backlog: int = 128) -> tuple[socket.socket, os.stat_result]:
-    """A listening socket at path, mode 0600 from its first connectable moment."""
+def bind_control_socket(
+    path: Path, backlog: int = MAX_CLIENTS
+) -> tuple[socket.socket, os.stat_result]:
+    """A listening socket at path, mode 0600 from its first connectable moment.
+
+    The backlog is as deep as the number of sessions the server runs: a burst of that
+    many clients queues in it while the loop accepts them; one more finds it full and
+    retries (daemon_client.connect), since connect(2) with a timeout gets EAGAIN then.
+    """
     if len(os.fsencode(path)) > MAX_SUN_PATH:
         raise OperationFailed(f"control socket path too long for a Unix socket: {path}")
     if probe_live(path):

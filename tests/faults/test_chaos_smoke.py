@@ -1,18 +1,17 @@
 """`chaos/run.py --quick`: the whole chaos suite for 20 s, no invariant violated; and each
-bug the suite found, reproduced on its own (xfail until fixed).
+bug the suite found, reproduced on its own, so that it stays fixed.
 
 The suite runs in its own process (it mounts a tmpfs when root, spawns writers and
 daemons, and kills all of them by pid or process group at its end, even when this test
-times out and the suite gets SIGTERM). Known bugs the suite finds are named below: while
-one is open, a run that hits only known bugs is an expected failure, and any other
-violation fails the test.
+times out and the suite gets SIGTERM). Every bug it found is fixed (docs/reliability.md,
+"Bugs the suite found"): any violation fails the test. A new bug gets its own test below,
+marked xfail until it is fixed, not a tolerance here: the quick run must stay clean.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import resource
 import signal
 import socket
@@ -29,23 +28,6 @@ from supervisord_lite.layout import DeployRoot
 from tests.helpers import BRR, DAEMON, PY, run_brr, wait_until, write_app
 
 REPO = Path(__file__).resolve().parents[2]
-
-# violation text -> the bug (see docs/reliability.md, "Bugs the suite found")
-KNOWN_BUGS = {
-    r"daemon killed by SIGHUP while starting": (
-        "daemon: the pidfile is written before SIGHUP is handled; an activate in that "
-        "window kills the daemon (daemon/pidfile.py hold_daemon_lock, daemon/main.py "
-        "_run_signals)"
-    ),
-    r"exited 1 with a traceback: OSError: \[Errno (27|28)\]": (
-        "brr-release: ENOSPC/EFBIG end in a traceback instead of one error line "
-        "(brr/cli.py main catches only BrrError)"
-    ),
-    r"status failed after .*Resource temporarily unavailable": (
-        "daemon_client.request: EAGAIN from connect() when the listen backlog is full "
-        "fails at once instead of waiting within its timeout"
-    ),
-}
 
 
 @pytest.mark.timeout(110)
@@ -79,11 +61,7 @@ def test_quick_chaos_run_violates_no_invariant(tmp_path: Path) -> None:
     assert data["checks"] > 10
     assert data["max_status_latency"].get("process", 0) < 3.0
     violations: list[str] = data["violations"]
-    unknown = [v for v in violations if not any(re.search(k, v) for k in KNOWN_BUGS)]
-    assert unknown == [], "\n".join(unknown) + "\n" + out[-3000:]
-    hit = sorted({bug for v in violations for k, bug in KNOWN_BUGS.items() if re.search(k, v)})
-    if hit:
-        pytest.xfail("known bugs: " + "; ".join(hit))
+    assert violations == [], "\n".join(violations) + "\n" + out[-3000:]
     assert proc.returncode == 0, out[-3000:]
 
 
@@ -162,12 +140,7 @@ def fsize_limit(limit: int) -> Callable[[], None]:
     return preexec
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="bug: brr-release turns an OSError (EFBIG, ENOSPC) into a traceback, not one "
-    "error line: brr/cli.py main catches only BrrError; raised at brr/build.py copy_tree "
-    "(shutil.copyfile), fsatomic.py write_file, ledger.py append",
-)
+# bug 2 of docs/reliability.md: an OSError (EFBIG, ENOSPC) ended in a traceback
 @pytest.mark.parametrize(
     "args", [["deploy", "SRC"], ["config", "set", "A=1"], ["rollback"]], ids=lambda a: a[0]
 )
@@ -186,14 +159,12 @@ def test_a_file_size_limit_is_one_error_line_not_a_traceback(
     lines = proc.stderr.strip().splitlines()
     assert "Traceback" not in proc.stderr, proc.stderr
     assert lines[-1].startswith("brr-release: error:"), lines
+    assert [line for line in lines if "error:" in line] == lines[-1:], lines
+    assert "File too large" in lines[-1], lines
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="bug: daemon_client.request sets a timeout (a non-blocking socket), so connect() "
-    "on a Unix socket whose listen backlog is full fails at once with EAGAIN instead of "
-    "waiting within the timeout; `status` and `activate --wait` fail under a burst of clients",
-)
+# bug 3 of docs/reliability.md: a socket with a timeout is non-blocking, and connect() to
+# a Unix socket whose backlog is full failed at once with EAGAIN
 def test_a_client_waits_for_a_full_backlog_instead_of_failing(
     deployed: Path, tmp_path: Path
 ) -> None:
@@ -213,7 +184,14 @@ def test_a_client_waits_for_a_full_backlog_instead_of_failing(
                 break
         else:
             pytest.skip("the backlog never filled")
-        resumer = threading.Timer(0.5, os.kill, (proc.pid, signal.SIGCONT))
+
+        def resume() -> None:
+            # the burst goes away (each of its sessions ends at EOF) and the daemon wakes
+            for c in held:
+                c.close()
+            os.kill(proc.pid, signal.SIGCONT)
+
+        resumer = threading.Timer(0.5, resume)
         resumer.start()
         try:
             reply = request(sock, {"cmd": "status"}, timeout=10)
