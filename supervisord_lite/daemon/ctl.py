@@ -19,6 +19,12 @@ Choices:
   request is sent, so a switch that finishes at once is not missed.
 - `logs -f` ends quietly when the daemon closes the stream, and when stdout is a pipe
   whose reader left (`| head`).
+- `logs NAME` with no daemon running reads ROOT/logs/NAME.log instead (and `-f` follows
+  it across rotations, like `tail -F`), printing lines as the daemon would, `NAME | ...`,
+  with a note on stderr saying where they come from. Only that file: a daemon run with
+  `--log-dir` elsewhere is not found, and a type (`web`) or no NAME still needs the
+  daemon. A running daemon is always asked, since its ring also holds lines of
+  processes whose files are off.
 """
 
 from __future__ import annotations
@@ -30,9 +36,11 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from supervisord_lite import daemon_client
+from supervisord_lite.daemon.logfiles import follow_lines, tail_lines
 from supervisord_lite.errors import BrrError, OperationFailed
 from supervisord_lite.layout import DeployRoot, resolve_root
 
@@ -255,15 +263,40 @@ def cmd_process(root: DeployRoot, args: argparse.Namespace) -> int:
 def cmd_logs(root: DeployRoot, args: argparse.Namespace) -> int:
     payload = {"cmd": "logs", "name": args.name, "n": args.n, "follow": args.follow}
     try:
-        if not args.follow:
+        path = log_file_without_daemon(root, args.name)
+        if path is not None:
+            logs_from_file(path, args)
+        elif args.follow:
+            follow_logs(root, payload)
+        else:
             for line in call(root, payload).get("lines") or []:
                 print(line)
-            return 0
-        follow_logs(root, payload)
     except BrokenPipeError:
         # the reader of our stdout left (`| head`): that ends us, quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+def log_file_without_daemon(root: DeployRoot, name: str | None) -> Path | None:
+    """ROOT/logs/NAME.log when that file is there and no daemon runs to be asked."""
+    if name is None or "/" in name or name.startswith("."):
+        return None
+    path = root.logs / f"{name}.log"
+    if not path.is_file() or daemon_client.daemon_pid(root) is not None:
+        return None
+    return path
+
+
+def logs_from_file(path: Path, args: argparse.Namespace) -> None:
+    print(f"{PROG}: daemon not running; lines from {path}", file=sys.stderr)
+    try:
+        lines = follow_lines(path, args.n) if args.follow else tail_lines(path, args.n)
+        for line in lines:
+            print(f"{args.name} | {line.decode('utf-8', 'replace')}", flush=args.follow)
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):
+            raise
+        raise OperationFailed(f"cannot read {path}: {exc.strerror}") from None
 
 
 def follow_logs(root: DeployRoot, payload: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -504,3 +505,88 @@ def test_a_usage_error_of_the_real_command_is_one_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr == "supervisord-lite: error: logs: argument -n/--lines: must be 0 or more\n"
+
+
+# --- logs NAME from ROOT/logs when no daemon runs ----------------------------------------
+
+
+def file_root(tmp_path: Path, lines: int) -> DeployRoot:
+    root = DeployRoot(tmp_path / "root")
+    root.run_dir.mkdir(parents=True)
+    root.logs.mkdir()
+    (root.logs / "web.1.log").write_bytes(b"".join(b"%d\n" % i for i in range(1, lines + 1)))
+    return root
+
+
+def test_logs_without_a_daemon_tails_the_log_file(tmp_path: Path) -> None:
+    root = file_root(tmp_path, 5)
+    proc = subprocess.run(
+        [DAEMON, "logs", "-n", "3", "web.1", "--root", str(root.path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "web.1 | 3\nweb.1 | 4\nweb.1 | 5\n"
+    log = root.logs / "web.1.log"
+    assert proc.stderr == f"supervisord-lite: daemon not running; lines from {log}\n"
+    # a stale pidfile (its daemon was killed) does not count as a daemon
+    root.pidfile.write_text("999999999\n")
+    proc = subprocess.run(
+        [DAEMON, "logs", "web.1", "--root", str(root.path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (proc.returncode, proc.stdout.count("\n")) == (0, 5)
+    # another name, a type, or all: that still needs the daemon
+    for args in (["web.2"], ["web"], []):
+        proc = subprocess.run(
+            [DAEMON, "logs", *args, "--root", str(root.path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 1, args
+        assert proc.stderr.startswith("supervisord-lite: error: daemon not running"), args
+
+
+def test_logs_follow_without_a_daemon_follows_the_file_across_rotation(tmp_path: Path) -> None:
+    root = file_root(tmp_path, 5)
+    log = root.logs / "web.1.log"
+    out = tmp_path / "out"
+
+    def seen() -> list[str]:
+        return out.read_text().splitlines()
+
+    def append(path: Path, data: bytes) -> None:
+        with path.open("ab") as f:
+            f.write(data)
+
+    with out.open("wb") as f:
+        proc = subprocess.Popen(
+            [DAEMON, "logs", "-f", "-n", "2", "web.1", "--root", str(root.path)],
+            stdout=f,
+            stderr=subprocess.DEVNULL,
+        )
+    try:
+        wait_until(lambda: seen() == ["web.1 | 4", "web.1 | 5"], what="the last 2 lines")
+        append(log, b"6\n7\n1")
+        wait_until(lambda: seen()[2:] == ["web.1 | 6", "web.1 | 7"], what="appended lines")
+        append(log, b"0\n")  # a line written in two pieces is printed once, whole
+        wait_until(lambda: seen()[4:] == ["web.1 | 10"], what="a line completed")
+        # rotation by rename: the writer goes on in the old file until it reopens
+        log.rename(root.logs / "web.1.log.1")
+        log.touch()  # as logrotate's `create` would: empty, nothing to switch to yet
+        append(root.logs / "web.1.log.1", b"11\n")
+        wait_until(lambda: seen()[5:] == ["web.1 | 11"], what="a line after the rename")
+        append(root.logs / "web.1.log.1", b"12\n")  # the follower has seen the new name
+        append(log, b"13\n")
+        wait_until(
+            lambda: seen()[5:] == ["web.1 | 11", "web.1 | 12", "web.1 | 13"],
+            what="the lines on both sides of the rotation, in order",
+        )
+        assert proc.poll() is None, "-f runs until it is stopped"
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

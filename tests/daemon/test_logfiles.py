@@ -6,6 +6,7 @@ import argparse
 import gzip
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from supervisord_lite.daemon.cli import byte_size
-from supervisord_lite.daemon.logfiles import LogFiles
+from supervisord_lite.daemon.logfiles import LogFiles, follow_lines, tail_lines
 from tests.daemon.conftest import Root, proc
 from tests.helpers import DAEMON, python, wait_until
 
@@ -220,3 +221,54 @@ def test_logrotate_with_the_contrib_config_and_sigusr1_loses_no_line(
     assert numbers == list(range(1, last + 1)), "every line once, none lost, none doubled"
     assert len(list((droot.path / "logs").glob("web.1.log*"))) == ROTATIONS + 1
     print(f"{last} lines over {ROTATIONS} rotations by logrotate")
+
+
+def test_tail_lines_reads_back_only_what_it_needs(tmp_path: Path) -> None:
+    path = tmp_path / "web.1.log"
+    path.write_bytes(b"".join(b"line %d\n" % i for i in range(30_000)))  # several blocks
+    assert tail_lines(path, 3) == [b"line 29997", b"line 29998", b"line 29999"]
+    assert tail_lines(path, 20_000) == [b"line %d" % i for i in range(10_000, 30_000)]
+    assert tail_lines(path, 0) == []
+    path.write_bytes(b"a\nb\nno newline yet")
+    assert tail_lines(path, 2) == [b"b", b"no newline yet"]
+    assert tail_lines(path, 10) == [b"a", b"b", b"no newline yet"]
+    path.write_bytes(b"")
+    assert tail_lines(path, 10) == []
+
+
+def test_logs_asks_a_running_daemon_and_reads_the_file_once_it_stopped(
+    droot: Root, daemon: Any
+) -> None:
+    logs = droot.path / "logs"
+    (logs / "web.1.log").write_bytes(b"from an earlier daemon\n")
+    code = "import time\nprint('from this one', flush=True)\ntime.sleep(3600)"
+    droot.release(proc("web", python(code)))
+    d = daemon("--log-files")
+    wait_until(lambda: b"from this one" in (logs / "web.1.log").read_bytes(), what="the line")
+    argv = [DAEMON, "logs", "web.1", "--root", str(droot.path)]
+    asked = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert (asked.returncode, asked.stdout, asked.stderr) == (0, "web.1 | from this one\n", "")
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+    read = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert read.returncode == 0, read.stderr
+    assert read.stdout == "web.1 | from an earlier daemon\nweb.1 | from this one\n"
+    assert "daemon not running; lines from" in read.stderr
+
+
+def test_follow_lines_holds_a_line_caught_in_mid_write_until_it_is_whole(tmp_path: Path) -> None:
+    path = tmp_path / "web.1.log"
+    path.write_bytes(b"1\n2\n3\nhal")
+    lines = follow_lines(path, 2, poll=0.01)
+    assert [next(lines), next(lines)] == [b"2", b"3"]
+    with path.open("ab") as f:
+        f.write(b"f a line\n")
+    assert next(lines) == b"half a line"
+    lines.close()
+    path.write_bytes(b"a\nno newline")
+    lines = follow_lines(path, 1, poll=0.01)
+    assert next(lines) == b"a"  # the last whole line: n counts whole lines
+    with path.open("ab") as f:
+        f.write(b" until now\n")
+    assert next(lines) == b"no newline until now"
+    lines.close()
