@@ -17,16 +17,21 @@ Shutdown (SIGTERM, SIGINT, `shutdown`): the loop is cancelled wherever it is (ev
 mid-switch), then every live generation is stopped at once, in parallel; then the bus
 closes and plugins get PLUGIN_DRAIN seconds for the events still queued; then the root
 group is cancelled, which flushes the output.
+
+The systemd watchdog is pinged from a task of this loop, and only while every vital task
+(notify.Vitals) is still there. Descriptors the daemon inherited (a shell's fd 10, a
+deploy tool's pipe) are made close-on-exec before anything is spawned: children get
+exactly what spawn.py places at 0, 1, 2 and 3...
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +46,7 @@ from supervisord_lite.daemon.bus import (
 )
 from supervisord_lite.daemon.control import serve_control
 from supervisord_lite.daemon.generation import Generation, NotReady, shared_address_checks
-from supervisord_lite.daemon.notify import SystemdNotifier, run_watchdog
+from supervisord_lite.daemon.notify import SystemdNotifier, Vitals, run_watchdog
 from supervisord_lite.daemon.output import Output
 from supervisord_lite.daemon.process import Process, Services
 from supervisord_lite.daemon.sockets import SocketBindError
@@ -49,7 +54,7 @@ from supervisord_lite.daemon.states import ProcState
 from supervisord_lite.daemon.status import Rejection, SwitchRecord, snapshot, status_text
 from supervisord_lite.daemon.switch import switch
 from supervisord_lite.errors import BrrError, ConfigMissing
-from supervisord_lite.fsatomic import replace_symlink, temp_name
+from supervisord_lite.fsatomic import replace_symlink
 from supervisord_lite.layout import DeployRoot
 from supervisord_lite.manifest import Release, load_release
 
@@ -79,17 +84,23 @@ class Inbox:
         self._pending = False
 
 
-def wake_watcher(directory: Path) -> None:
-    """Make the --watch thread return so that its task can see the cancellation.
+def seal_inherited_fds() -> list[int]:
+    """Make every descriptor >= 3 close-on-exec; those that were not, in order.
 
-    watch.py waits in watchfiles' thread with no timeout, and anyio does not abandon a
-    thread on cancel: without a change in ROOT the daemon would never exit. A temp name
-    (stale-temp cleanup knows the prefix) appears and goes; watch.py ignores it.
+    The daemon creates its own descriptors close-on-exec (PEP 446), and it adopts none
+    from systemd (no LISTEN_FDS of its own: sockets.py binds), so an inheritable one was
+    inherited. It is left open: closing it could harm whoever shares it, while keeping
+    it only in the daemon costs nothing. /proc is needed anyway (reaper.py).
     """
-    tmp = temp_name(directory, ".wake")
-    with contextlib.suppress(OSError):
-        tmp.touch()
-        tmp.unlink()
+    sealed = []
+    for fd in sorted(int(name) for name in os.listdir("/proc/self/fd")):
+        try:
+            if fd >= 3 and os.get_inheritable(fd):
+                os.set_inheritable(fd, False)
+                sealed.append(fd)
+        except OSError:  # the listing's own descriptor, closed since
+            continue
+    return sealed
 
 
 def load_manifest(link: Path, root: DeployRoot) -> Release:
@@ -144,22 +155,26 @@ class Daemon:
         self._gens: anyio.abc.TaskGroup | None = None
         self._loop: anyio.abc.TaskGroup | None = None
         self.exit_code = 0
+        self.vitals = Vitals()
 
     # --- the tree -------------------------------------------------------------------------
 
     async def run(self, first: Release) -> None:
         """Run until shutdown; every process is stopped when this returns."""
+        sealed = seal_inherited_fds()
+        if sealed:
+            log.info("inherited fd %s: kept from children", ", ".join(map(str, sealed)))
         async with anyio.create_task_group() as root_tg:
             root_tg.start_soon(self.output.run_writer)
-            root_tg.start_soon(self.services.reaper.run)
+            root_tg.start_soon(self._run_vital, "reaper", self.services.reaper.run)
             await root_tg.start(self._run_signals)
-            root_tg.start_soon(run_watchdog, self.notifier, lambda: True)
-            await root_tg.start(serve_control, self.root.control_socket, self)
+            root_tg.start_soon(run_watchdog, self.notifier, self.vitals.healthy)
+            await root_tg.start(self._serve_control)
             if self._watch:
-                # imported here: watchfiles costs 7 MB of RSS, paid only with --watch
-                from supervisord_lite.daemon.watch import watch_current
-
-                await root_tg.start(watch_current, self.root.path, self.request_reload)
+                await root_tg.start(self._run_watch)
+                # current may have moved between the first load and the watch being armed
+                if self.root.current_release_id() != first.id:
+                    self.request_reload()
             self.bus.publish(DaemonStarted(os.getpid(), str(self.root.path)))
             async with anyio.create_task_group() as plugins:
                 for runner in self._runners:
@@ -174,15 +189,32 @@ class Daemon:
             await self.output.drain()
             self.output.close()
             root_tg.cancel_scope.cancel()
-            if self._watch:
-                wake_watcher(self.root.path)
+
+    async def _run_vital(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
+        with self.vitals.vital(name):
+            await fn()
+
+    async def _serve_control(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        with self.vitals.vital("control server"):
+            await serve_control(self.root.control_socket, self, task_status=task_status)
+
+    async def _run_watch(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        # imported here: watchfiles costs 7 MB of RSS, paid only with --watch
+        from supervisord_lite.daemon.watch import watch_current
+
+        with self.vitals.vital("--watch"):
+            await watch_current(self.root.path, self.request_reload, task_status=task_status)
 
     async def _run_generations(self, first: Release) -> None:
         async with anyio.create_task_group() as gens:
             self._gens = gens
             async with anyio.create_task_group() as loop:
                 self._loop = loop
-                loop.start_soon(self._run_loop, first)
+                loop.start_soon(self._run_vital, "supervisor loop", partial(self._run_loop, first))
                 await self._shutdown.wait()
                 loop.cancel_scope.cancel()
             self.state = "stopping"
@@ -197,7 +229,7 @@ class Daemon:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
-        with anyio.open_signal_receiver(*wanted) as signals:
+        with self.vitals.vital("signal task"), anyio.open_signal_receiver(*wanted) as signals:
             for signum in self._early:  # arrived before we owned the signals
                 self._on_signal(signum)
             self._early.clear()
@@ -326,6 +358,7 @@ class Daemon:
         self._inbox.put()
 
     def request_shutdown(self) -> None:
+        self.vitals.stopping()
         self._shutdown.set()
 
     async def restart(self, target: str | None) -> list[str]:

@@ -17,9 +17,15 @@ Choices, and what was rejected:
 - `reloading()` carries `MONOTONIC_USEC`: since systemd 253 a `Type=notify-reload`
   service whose RELOADING=1 lacks it may have its reload treated as failed.
 - The watchdog interval is half of `WATCHDOG_USEC`, and only when `WATCHDOG_PID` is unset
-  or is our pid (sd_watchdog_enabled(3)); `run_watchdog` is a timer owned by its own task
-  and pings only while the caller says the loop is healthy, so a wedged supervisor is
-  killed by systemd rather than kept alive by a ping that proves nothing.
+  or is our pid (sd_watchdog_enabled(3)). `run_watchdog` is a timer owned by its own task
+  in the daemon's event loop, so a loop that is stuck (a blocking call, a CPU-bound bug,
+  SIGSTOP) sends nothing. And a loop that runs is not enough: it pings only while every
+  vital task (Vitals: the reaper, the signal task, the control server, the supervisor
+  loop) is still there. One that ended while the daemon was not stopping leaves a daemon
+  that reaps nothing or answers nothing; systemd should restart it, not be told it is
+  well. Rejected: a self-test through the control socket at each ping (a deleted socket
+  file would then restart every process of the service); a ping from a thread (it would
+  prove that the thread runs, not the loop).
 - Receiving (ChildNotify) binds one socket per child, in the abstract namespace: no file
   to clean up after a crash, no directory to own. An abstract name has no permissions
   and is visible in /proc/net/unix, so the name's random part is not a secret: every
@@ -40,8 +46,8 @@ import secrets
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
 import anyio
@@ -143,14 +149,56 @@ def watchdog_usec(env: Mapping[str, str]) -> int | None:
 
 
 async def run_watchdog(notifier: SystemdNotifier, healthy: Callable[[], bool]) -> None:
-    """Ping systemd's watchdog every interval while healthy(); returns at once without one."""
+    """Ping systemd's watchdog every interval while healthy(); returns at once without one.
+
+    Run it in the event loop it vouches for: healthy() is asked once per interval, no
+    more often, and only when the loop gets round to this task.
+    """
     interval = notifier.watchdog_interval()
     if interval is None:
         return
+    withheld = False
     while True:
         if healthy():
             notifier.watchdog()
+            withheld = False
+        elif not withheld:
+            withheld = True
+            log.error("watchdog: not healthy; WATCHDOG=1 withheld until it is")
         await anyio.sleep(interval)
+
+
+class Vitals:
+    """The tasks without which the daemon no longer does its job, though its loop runs.
+
+    Each wraps its body in `vital(name)`. Cancellation is the stop path, not a death; so
+    is any end after `stopping()`. Any other end (a return, or an exception on its way up)
+    makes `healthy()` False for good: the watchdog stops, and systemd restarts the daemon.
+    """
+
+    def __init__(self) -> None:
+        self._stopping = False
+        self.lost: list[str] = []
+
+    @contextmanager
+    def vital(self, name: str) -> Iterator[None]:
+        ended = True
+        try:
+            yield
+        except anyio.get_cancelled_exc_class():
+            ended = False
+            raise
+        finally:
+            if ended and not self._stopping:
+                self.lost.append(name)
+                log.error("%s ended while the daemon runs", name)
+
+    def stopping(self) -> None:
+        """From now on a vital task may end."""
+        self._stopping = True
+
+    def healthy(self) -> bool:
+        return not self.lost
 
 
 # --- the daemon as the manager of a Type=notify child ----------------------------------

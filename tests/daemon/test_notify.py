@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -16,11 +18,13 @@ import pytest
 from supervisord_lite.daemon.notify import (
     ChildNotify,
     SystemdNotifier,
+    Vitals,
     open_child_notify,
     run_watchdog,
     watchdog_usec,
 )
-from tests.helpers import PY
+from tests.daemon.conftest import Root, proc
+from tests.helpers import PY, SLEEP, wait_until
 
 # What an app written for systemd does: '@' names the abstract namespace.
 SD_NOTIFY_CHILD = """
@@ -276,3 +280,115 @@ async def test_datagrams_from_another_uid_are_ignored() -> None:
             while child.status != "real":
                 await anyio.sleep(0.01)
         assert not child.ready
+
+
+# --- the watchdog's health rule, and the daemon's pings --------------------------------
+
+
+async def test_the_watchdog_stops_for_good_when_a_vital_task_ends(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "wd.sock"
+    vitals = Vitals()
+    end = anyio.Event()
+    asked = 0
+
+    def healthy() -> bool:
+        nonlocal asked
+        asked += 1
+        return vitals.healthy()
+
+    async def asked_again(times: int) -> None:
+        mark = asked
+        with anyio.fail_after(30):
+            while asked < mark + times:
+                await anyio.sleep(0.01)
+
+    async def reaper() -> None:
+        with vitals.vital("reaper"):
+            await end.wait()  # a task that should never end, ending (a bug, say)
+
+    async def control() -> None:
+        with vitals.vital("control"):
+            await anyio.sleep_forever()
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.setblocking(False)
+        notifier = SystemdNotifier.from_environ(
+            {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "40000"}
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reaper)
+            tg.start_soon(control)
+            tg.start_soon(run_watchdog, notifier, healthy)
+            await asked_again(3)
+            assert drain(sock)
+            end.set()
+            with anyio.fail_after(30):
+                while not vitals.lost:
+                    await anyio.sleep(0.01)
+            assert vitals.lost == ["reaper"]
+            drain(sock)
+            await asked_again(3)
+            assert drain(sock) == []
+            tg.cancel_scope.cancel()
+    assert vitals.lost == ["reaper"]  # control was cancelled: the stop path, not a death
+    messages = [r.getMessage() for r in caplog.records]
+    assert "reaper ended while the daemon runs" in messages
+    assert sum("WATCHDOG=1 withheld" in m for m in messages) == 1
+
+
+async def test_a_vital_task_may_end_once_the_daemon_stops() -> None:
+    vitals = Vitals()
+    with vitals.vital("supervisor loop"):
+        await anyio.sleep(0)
+    assert not vitals.healthy()
+    vitals = Vitals()
+    vitals.stopping()
+    with vitals.vital("supervisor loop"):
+        await anyio.sleep(0)
+    with pytest.raises(RuntimeError), vitals.vital("reaper"):
+        raise RuntimeError("after stopping, an exception is not a death either")
+    assert vitals.healthy()
+
+
+def proc_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def watchdog_pings(sock: socket.socket, seconds: float) -> int:
+    """How many WATCHDOG=1 arrive within seconds (other messages are counted out)."""
+    count = 0
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            break
+        count += b"WATCHDOG=1" in data.splitlines()
+    return count
+
+
+@pytest.mark.timeout(120)
+def test_the_daemon_pings_from_its_loop_and_not_while_stopped(
+    droot: Root, daemon: Any, tmp_path: Path
+) -> None:
+    droot.release(proc("web", SLEEP(3600)))
+    path = tmp_path / "systemd-notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        # 0.2 s: a ping every 0.1 s
+        d = daemon(env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "200000"})
+        wait_until(lambda: watchdog_pings(sock, 1.0) >= 3, what="watchdog pings")
+        d.signal(signal.SIGSTOP)
+        try:
+            wait_until(lambda: proc_state(d.pid) == "T", what="daemon stopped")
+            sock.setblocking(False)
+            drain(sock)  # what it sent before it stopped
+            assert watchdog_pings(sock, 1.0) == 0  # ten intervals
+        finally:
+            d.signal(signal.SIGCONT)
+        wait_until(lambda: watchdog_pings(sock, 1.0) >= 3, what="pings again")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -226,25 +228,6 @@ def test_status_json_has_exactly_the_contract_shape(droot: Root, daemon: Any) ->
     assert [p["name"] for p in st["processes"]] == ["web.1", "web.2"]
 
 
-def test_watch_reloads_when_current_changes(droot: Root, daemon: Any) -> None:
-    droot.release(proc("web", SLEEP(3600)))
-    d = daemon("--watch")
-    droot.release(proc("web", SLEEP(3600), scale=2))  # activated, no signal sent
-
-    def switched() -> bool:
-        if d.status()["release"] == "v2":
-            return True
-        # watch.py reports started before watchfiles' thread has armed inotify: a change
-        # in that window is missed, so replace current again until one is seen
-        droot.activate("v2")
-        return False
-
-    wait_until(switched, interval=1.0, what="switched by --watch")
-    assert len(d.status()["processes"]) == 2
-    d.signal(signal.SIGTERM)
-    assert d.wait_exit(timeout=10) == 0  # the watcher's thread does not hold the exit
-
-
 def test_log_files_get_each_process_lines(droot: Root, daemon: Any) -> None:
     code = "import time\nprint('to the file', flush=True)\ntime.sleep(3600)"
     droot.release(proc("web", python(code)))
@@ -289,3 +272,47 @@ def test_signals_right_after_start_are_not_lost_and_do_not_kill(
             assert p.wait(timeout=30) == 0  # an early SIGTERM is a clean stop too
         finally:
             stop_daemon(p, droot)
+
+
+def fd_targets(pid: int) -> dict[int, str]:
+    found = {}
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed while we look
+            found[int(name)] = os.readlink(f"/proc/{pid}/fd/{name}")
+    return found
+
+
+def running_procs(root: Root) -> list[dict[str, Any]]:
+    status = request(root.layout.control_socket, {"cmd": "status"})["status"]
+    return [x for x in status["processes"] if x["state"] == "RUNNING"]
+
+
+def test_children_do_not_inherit_the_daemons_stray_fds(droot: Root, tmp_path: Path) -> None:
+    # as a shell or a deploy tool leaves them: an open file at a low and at a high number
+    droot.release(proc("web", SLEEP(3600)))
+    stray = tmp_path / "stray"
+    with stray.open("w") as f, (tmp_path / "out").open("wb") as out:
+        high = fcntl.fcntl(f.fileno(), fcntl.F_DUPFD, 251)  # inheritable, at 251 or above
+        passed = (f.fileno(), high)
+        try:
+            p = subprocess.Popen(
+                [DAEMON, "run", "--root", str(droot.path)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                pass_fds=passed,
+            )
+        finally:
+            os.close(high)
+    try:
+        procs = wait_until(lambda: running_procs(droot), what="web.1 running")
+        # the daemon holds them (so the test did pass them), its child does not
+        held = [fd for fd, target in fd_targets(p.pid).items() if target == str(stray)]
+        assert sorted(held) == sorted(passed), fd_targets(p.pid)
+        child = fd_targets(procs[0]["pid"])
+        assert str(stray) not in child.values(), child
+        assert set(child) == {0, 1, 2}, child
+        wait_until(lambda: "inherited fd" in (tmp_path / "out").read_text(), what="logged")
+    finally:
+        stop_daemon(p, droot)

@@ -1,0 +1,139 @@
+"""`--watch`: started means armed, cancellation is prompt, and the daemon switches unsignalled."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from supervisord_lite.daemon.watch import STEP_MS, watch_current
+from supervisord_lite.fsatomic import replace_symlink
+from tests.daemon.conftest import Root, proc, running
+from tests.helpers import SLEEP, run_brr, wait_until
+
+
+def make_root(path: Path) -> Path:
+    for release in ("v1", "v2"):
+        (path / "releases" / release).mkdir(parents=True)
+    replace_symlink(path / "current", "releases/v1")
+    return path
+
+
+async def test_a_change_right_after_started_is_seen(tmp_path: Path) -> None:
+    # before the fix, started came before inotify was armed: a change made at once was
+    # lost nearly every time, so a few rounds make a miss certain to show
+    root = make_root(tmp_path)
+    for n in range(3):
+        changed = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            await tg.start(watch_current, root, changed.set)
+            (root / "ledger.jsonl").write_text("noise\n")  # not current: ignored
+            replace_symlink(root / "current", f"releases/v{2 - n % 2}")
+            with anyio.fail_after(10):
+                await changed.wait()
+            tg.cancel_scope.cancel()
+    assert [p.name for p in (root / "run").iterdir()] == []  # the probe does not stay
+
+
+async def test_only_current_wakes_the_callback(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    calls = 0
+
+    def on_change() -> None:
+        nonlocal calls
+        calls += 1
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(watch_current, root, on_change)
+        (root / "ledger.jsonl").write_text("noise\n")
+        (root / "run" / "children.json").write_text("[]")
+        (root / "releases" / "v3").mkdir()
+        replace_symlink(root / "current", "releases/v2")  # the marker that ends the wait
+        with anyio.fail_after(10):
+            while calls == 0:
+                await anyio.sleep(0.02)
+        tg.cancel_scope.cancel()
+    assert calls == 1
+
+
+@pytest.mark.timeout(60)
+async def test_cancelling_the_watch_returns_within_a_step(tmp_path: Path) -> None:
+    # watchfiles' thread waits with no timeout and anyio does not abandon it: before the
+    # fix a cancelled watch waited for the next change in ROOT, that is forever here (no
+    # fail_after can cut that wait short: the test's timeout does)
+    root = make_root(tmp_path)
+    worst = 0.0
+    for delay in (0.0, 0.05, 0.13):
+        async with anyio.create_task_group() as tg:
+            await tg.start(watch_current, root, lambda: None)
+            await anyio.sleep(delay)
+            started = anyio.current_time()
+            tg.cancel_scope.cancel()
+        worst = max(worst, anyio.current_time() - started)
+    print(f"worst cancellation: {worst:.3f} s")
+    assert worst < 10 * STEP_MS / 1000  # one step, with a slow machine's margin
+
+
+@pytest.mark.timeout(120)
+def test_activate_no_signal_switches_the_daemon(droot: Root, daemon: Any) -> None:
+    droot.release(proc("web", SLEEP(3600)))
+    d = daemon("--watch")  # status "running" comes after the watch is armed
+    droot.release(proc("web", SLEEP(3600), scale=2), activate=False)
+    run_brr(droot.path, "activate", "--no-signal", "v2")
+    activated = time.monotonic()
+    started: list[float] = []
+
+    def switched() -> bool:
+        if not started and any(p["release"] == "v2" for p in d.procs()):
+            started.append(time.monotonic() - activated)
+        return len(running(d, "v2")) == 2 and d.status()["release"] == "v2"
+
+    wait_until(switched, timeout=60, interval=0.02, what="v2 running, switched by --watch")
+    done = time.monotonic() - activated
+    print(f"--watch: switch started {started[0]:.3f} s, done {done:.3f} s after activate")
+    assert started[0] < 5  # seen at once: about step + debounce, 0.4 s on a quiet machine
+    assert not running(d, "v1")
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit(timeout=10) == 0  # the watcher's thread does not hold the exit
+
+
+@pytest.mark.timeout(120)
+def test_a_change_between_first_load_and_armed_is_not_lost(droot: Root, daemon: Any) -> None:
+    # v1's manifest is a FIFO: the daemon has resolved current to v1 and waits for the
+    # text when current moves to v2, so no watch can see the move. Once armed, the
+    # daemon compares current with what it loaded.
+    droot.release(proc("web", SLEEP(3600)))
+    manifest = droot.path / "releases" / "v1" / "release.yaml"
+    text = manifest.read_bytes()
+    manifest.unlink()
+    os.mkfifo(manifest)
+    droot.release(proc("web", SLEEP(3600), scale=2), activate=False)
+    d = daemon("--watch", wait=False)
+    fd = wait_until(lambda: open_writer(manifest), timeout=30, what="the daemon reading v1")
+    try:
+        droot.activate("v2")
+        os.set_blocking(fd, True)
+        os.write(fd, text)
+    finally:
+        os.close(fd)
+    wait_until(lambda: "running v1" in d.output(), what="v1 loaded first")
+    wait_until(
+        lambda: len(running(d, "v2")) == 2 and d.status()["release"] == "v2",
+        timeout=60,
+        what="v2 running",
+    )
+
+
+def open_writer(fifo: Path) -> int | None:
+    try:
+        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:  # ENXIO: nobody reads it yet
+        if exc.errno != errno.ENXIO:
+            raise
+        return None
