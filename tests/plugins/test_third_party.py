@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,3 +115,61 @@ def test_installed_plugin_gets_start_crash_switch_and_stop_in_order(
     crash = [json.loads(line) for line in events.read_text().splitlines()][4]
     assert crash["event"] == "process_exited" and crash["signal"] == signal.SIGKILL
     assert crash["expected"] is False
+
+
+@pytest.mark.timeout(240)
+def test_a_hanging_and_a_raising_plugin_delay_nothing(installed: Path, tmp_path: Path) -> None:
+    """Issue 5: a plugin that sleeps forever or raises on every event does not delay a
+    switch by more than its cut-off (5 s a call), and the daemon keeps supervising."""
+    path = tmp_path / "root"
+    for sub in ("builds", "releases", "run", "logs"):
+        (path / sub).mkdir(parents=True)
+    root = Root(path)
+    root.release(proc("web", SLEEP(600)))
+    events = tmp_path / "events.jsonl"
+    out = tmp_path / "daemon.out"
+    daemon = start_daemon(
+        root,
+        out,
+        *("--plugin", "hangs", "--plugin", "raises", "--plugin", "recorder"),
+        *("--plugin-opt", f"recorder.path={events}"),
+        env={"PYTHONPATH": str(installed)},
+    )
+    sock = root.layout.control_socket
+
+    def status() -> dict[str, Any]:
+        return dict(request(sock, {"cmd": "status"})["status"])
+
+    def running(release: str) -> bool:
+        s = status()
+        procs = s["processes"]
+        return s["release"] == release and bool(procs) and procs[0]["state"] == "RUNNING"
+
+    try:
+        wait_until(lambda: running("v1"), timeout=60, what="v1 running")
+        pid = int(status()["processes"][0]["pid"])
+        os.kill(pid, signal.SIGKILL)
+        wait_until(
+            lambda: running("v1") and status()["processes"][0]["pid"] != pid,
+            timeout=60,
+            what="web.1 restarted after kill -9",
+        )
+        root.release(proc("web", SLEEP(601)))
+        os.kill(daemon.pid, signal.SIGHUP)
+        wait_until(lambda: running("v2"), timeout=60, what="the switch to v2")
+        switch = status()["last_switch"]
+        assert switch["ok"] and switch["to"] == "v2", switch
+        # the plugins' calls are cut off after 5 s each, and the switch does not wait for them
+        assert switch["seconds"] < 5.0, switch
+        wait_until(lambda: ("switch_done", "v2") in kinds(events), what="recorder: switch done")
+        os.kill(daemon.pid, signal.SIGTERM)
+        wait_until(lambda: daemon.poll() is not None, timeout=60, what="the daemon to exit")
+    finally:
+        stop_daemon(daemon, root)
+    assert daemon.returncode == 0
+    said = out.read_text()
+    assert "plugin raises: " in said and "on purpose" in said, said
+    assert "plugin raises: disabled after 3 failures in a row" in said, said
+    assert "plugin hangs: " in said and "cut off" in said, said
+    assert said.count("Traceback") == 1, "the raising plugin's traceback is logged once"
+    assert ("daemon_stopping", "") in kinds(events), "the good plugin got the last events"
