@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import anyio
 import pytest
@@ -22,9 +21,7 @@ from supervisord_lite.daemon.plugins import (
     make_runners,
     parse_plugin_opts,
 )
-from supervisord_lite.daemon.watch import watch_current
 from supervisord_lite.errors import BadInput
-from supervisord_lite.fsatomic import replace_symlink
 
 
 class Recorder:
@@ -134,17 +131,3 @@ def test_plugin_options_and_unknown_plugins() -> None:
         parse_plugin_opts(["other.k=v"], ["exec"])
     with pytest.raises(BadInput, match="no plugin named 'nope'"):
         load_plugins({"nope": {}})
-
-
-async def test_watch_sees_current_replaced(tmp_path: Path) -> None:
-    (tmp_path / "releases" / "v1").mkdir(parents=True)
-    (tmp_path / "releases" / "v2").mkdir(parents=True)
-    replace_symlink(tmp_path / "current", "releases/v1")
-    changed = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        await tg.start(watch_current, tmp_path, changed.set)
-        (tmp_path / "ledger.jsonl").write_text("noise\n")  # not current: ignored
-        replace_symlink(tmp_path / "current", "releases/v2")
-        with anyio.fail_after(10):
-            await changed.wait()
-        tg.cancel_scope.cancel()
