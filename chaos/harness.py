@@ -88,6 +88,7 @@ def wait_until(predicate: Callable[[], T], *, timeout: float, interval: float = 
 class Stats:
     ops: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)  # the clean error lines, generalized
     faults: Counter[str] = field(default_factory=Counter)
     violations: list[str] = field(default_factory=list)
     daemon_restarts: int = 0
@@ -114,6 +115,7 @@ class Stats:
         return {
             "ops": dict(self.ops),
             "outcomes": dict(self.outcomes),
+            "errors": dict(self.errors),
             "faults": dict(self.faults),
             "violations": list(self.violations),
             "daemon_restarts": self.daemon_restarts,
@@ -270,7 +272,18 @@ def judge_exit(phase: str, op_kind: str, rc: int, stderr: str, stats: Stats) -> 
     if len(errors) != 1 or not CLEAN_ERROR.match(errors[0]):
         stats.violation(phase, f"{op_kind} exited {rc} without one error line: {lines[-3:]}")
         return "unclear-error"
+    with stats.lock:
+        stats.errors[f"{op_kind}: {general(errors[0])}"] += 1
     return f"error {rc}"
+
+
+def general(line: str) -> str:
+    """An error line without its paths, IDs and numbers: what an operator read, by kind."""
+    line = line.removeprefix("brr-release: error: ")
+    line = re.sub(r"/\S*?(?=[:;,)`]?(\s|$))", "PATH", line)
+    line = re.sub(r"\bb-[0-9a-f]{12}\b", "b-ID", line)
+    line = re.sub(r"\bv\d+\b", "vN", line)
+    return re.sub(r"\b\d+\b", "N", line)[:200]
 
 
 # --- invariants on disk ----------------------------------------------------------------

@@ -101,6 +101,9 @@ def table(stats: Stats, seconds: float, seed: int) -> str:
     out += [f"| {k} | {v} |" for k, v in sorted(stats.faults.items())]
     out += ["", "| outcome | count |", "| --- | --- |"]
     out += [f"| {k} | {v} |" for k, v in sorted(stats.outcomes.items())]
+    if stats.errors:
+        out += ["", "| error line of a failed writer (generalized) | count |", "| --- | --- |"]
+        out += [f"| {k.replace('|', '/')} | {n} |" for k, n in stats.errors.most_common()]
     out += ["", "| phase | seconds |", "| --- | --- |"]
     out += [f"| {k} | {v:.1f} |" for k, v in stats.seconds.items()]
     if stats.violations:
