@@ -58,10 +58,18 @@ def read_ledger(path: Path) -> LedgerRead:
     return LedgerRead(entries, good, good != len(data))
 
 
+class LedgerWriteFailed(OperationFailed):
+    """An event could not be appended; the ledger is as it was. `cause` is the OSError."""
+
+    def __init__(self, message: str, cause: OSError) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
 def append(path: Path, event: str, entry_id: str, **fields: Any) -> dict[str, Any]:
     """Append one event; the caller holds the root's lock. Returns the entry written.
 
-    Raises OperationFailed when the line cannot be written (a full disk, a file size
+    Raises LedgerWriteFailed when the line cannot be written (a full disk, a file size
     limit); the ledger is then as it was, with no part of the line in it.
     """
     if event not in EVENTS:
@@ -73,9 +81,10 @@ def append(path: Path, event: str, entry_id: str, **fields: Any) -> dict[str, An
     try:
         write_line(path, line, state)
     except OSError as exc:
-        raise OperationFailed(
+        raise LedgerWriteFailed(
             f"cannot append `{event} {entry_id}` to the ledger {path}: "
-            f"{exc.strerror or exc} ({unrecorded(event, entry_id, exc)})"
+            f"{exc.strerror or exc} ({unrecorded(event, entry_id, exc)})",
+            exc,
         ) from None
     return entry
 
@@ -87,7 +96,7 @@ def unrecorded(event: str, entry_id: str, exc: OSError) -> str:
         case "build" | "release":
             return f"the {event} is stored but not recorded; {then}run it again"
         case "activate" | "rollback":
-            # the caller stops before it signals the daemon
+            # brr/activate.py moves current back and says so itself; this is its fallback
             return (
                 f"{entry_id} is current but not recorded and the daemon was not signalled; "
                 f"{then}run `brr-release activate {entry_id}`"

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from supervisord_lite import daemon_client, fsatomic, ledger
-from supervisord_lite.errors import BadInput, OperationFailed
+from supervisord_lite.errors import NO_SPACE, BadInput, OperationFailed
 from supervisord_lite.layout import DeployRoot, check_release_id
 from supervisord_lite.manifest import Release, load_release
 
@@ -101,8 +101,33 @@ def activate(root: DeployRoot, release_id: str, *, event: str = "activate") -> A
     previous = root.current_release_id()
     fsatomic.remove_stale_temps(root.path)
     fsatomic.replace_symlink(root.current, f"releases/{release.id}")
-    ledger.append(root.ledger, event, release.id, previous=previous)
+    try:
+        ledger.append(root.ledger, event, release.id, previous=previous)
+    except ledger.LedgerWriteFailed as exc:
+        # an activation the ledger does not record would be invisible to rollback and to
+        # `releases`: undo it, so that the failure changed nothing
+        raise undo_activation(root, f"{event} {release.id}", previous, exc) from None
     return Activation(release, previous, None)
+
+
+def undo_activation(
+    root: DeployRoot, what: str, previous: str | None, failed: ledger.LedgerWriteFailed
+) -> OperationFailed:
+    """Move current back to previous; the error to raise says where current is now."""
+    try:
+        if previous is None:
+            root.current.unlink()
+        else:
+            fsatomic.replace_symlink(root.current, f"releases/{previous}")
+    except OSError:
+        return failed  # its message says current moved and what to run
+    where = f"current is back at {previous}" if previous else "nothing is current again"
+    hint = "; free space and run it again" if failed.cause.errno in NO_SPACE else ""
+    reason = failed.cause.strerror or str(failed.cause)
+    return OperationFailed(
+        f"cannot append `{what}` to the ledger {root.ledger}: {reason} "
+        f"({where}: nothing was changed{hint})"
+    )
 
 
 def rollback_target(root: DeployRoot, release_id: str | None) -> str:
