@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import anyio
 
-from supervisord_lite.daemon.ctl import add_client_commands, run_client_command
+from supervisord_lite.daemon.ctl import add_client_commands, count_arg, run_client_command
 from supervisord_lite.daemon.logfiles import LogFiles
 from supervisord_lite.daemon.main import Daemon, load_first
 from supervisord_lite.daemon.output import Output
@@ -81,16 +81,6 @@ def byte_size(text: str) -> int:
     return int(match[1]) * SIZE_UNITS[match[2]]
 
 
-def file_count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return n
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog=PROG, description="the run stage: supervise a release")
     parser.add_argument("--root", help="deploy root (default: $BRR_ROOT)")
@@ -137,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--log-keep",
-        type=file_count,
+        type=count_arg,
         metavar="N",
         help=f"rotated files kept per process (default {DEFAULT_LOG_KEEP})",
     )

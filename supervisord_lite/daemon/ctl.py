@@ -52,7 +52,8 @@ POLL_INTERVAL = 0.1
 COLUMNS = ("NAME", "STATE", "PID", "RESTARTS", "UPTIME", "RELEASE")
 
 
-def tail_count(text: str) -> int:
+def count_arg(text: str) -> int:
+    """A whole number, 0 or more: `logs -n`, `run --log-keep`."""
     try:
         n = int(text)
     except ValueError:
@@ -90,7 +91,7 @@ def add_client_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
         p.add_argument("target", nargs="?", metavar="NAME|TYPE")
     p = subparsers.add_parser("logs", parents=c, help="recent output, and -f to follow")
     p.add_argument("-f", "--follow", action="store_true", help="stream new lines")
-    p.add_argument("-n", "--lines", type=tail_count, default=100, metavar="N", dest="n")
+    p.add_argument("-n", "--lines", type=count_arg, default=100, metavar="N", dest="n")
     p.add_argument("name", nargs="?", metavar="NAME", help="one process (default: all)")
     subparsers.add_parser("shutdown", parents=c, help="stop every process and exit")
 

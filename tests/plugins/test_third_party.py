@@ -57,15 +57,21 @@ def kinds(path: Path) -> list[tuple[str, str]]:
     return out
 
 
-@pytest.mark.timeout(180)
-def test_installed_plugin_gets_start_crash_switch_and_stop_in_order(
-    installed: Path, tmp_path: Path
-) -> None:
+def root_running_v1(tmp_path: Path) -> Root:
+    """A deploy root whose current is v1: one web process that sleeps."""
     path = tmp_path / "root"
     for sub in ("builds", "releases", "run", "logs"):
         (path / sub).mkdir(parents=True)
     root = Root(path)
     root.release(proc("web", SLEEP(600)))
+    return root
+
+
+@pytest.mark.timeout(180)
+def test_installed_plugin_gets_start_crash_switch_and_stop_in_order(
+    installed: Path, tmp_path: Path
+) -> None:
+    root = root_running_v1(tmp_path)
     events = tmp_path / "events.jsonl"
     env = {"PYTHONPATH": str(installed)}
     daemon = start_daemon(
@@ -121,11 +127,7 @@ def test_installed_plugin_gets_start_crash_switch_and_stop_in_order(
 def test_a_hanging_and_a_raising_plugin_delay_nothing(installed: Path, tmp_path: Path) -> None:
     """Issue 5: a plugin that sleeps forever or raises on every event does not delay a
     switch by more than its cut-off (5 s a call), and the daemon keeps supervising."""
-    path = tmp_path / "root"
-    for sub in ("builds", "releases", "run", "logs"):
-        (path / sub).mkdir(parents=True)
-    root = Root(path)
-    root.release(proc("web", SLEEP(600)))
+    root = root_running_v1(tmp_path)
     events = tmp_path / "events.jsonl"
     out = tmp_path / "daemon.out"
     daemon = start_daemon(
