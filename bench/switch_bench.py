@@ -155,8 +155,9 @@ def app_source(src: Path, port: int, *, switch: str, held: bool, scale: int = 2)
     sockets = f'sockets:\n  http: {{bind: "127.0.0.1:{port}", backlog: 1024}}\n' if held else ""
     binding = "    sockets: [http]\n" if held else f'    env: {{BIND_PORT: "{port}"}}\n'
     # a held socket is answered by the old generation during a switch: a check on its
-    # address proves nothing about the new one (docs/zero-downtime.md); a fixed delay does
-    ready = "{after: 1.0}" if held else f'{{tcp: "127.0.0.1:{port}"}}'
+    # address proves nothing about the new one (docs/zero-downtime.md); app.py's own
+    # READY=1 does, as in contrib/example-app/brr.yaml
+    ready = "{notify: true}" if held else f'{{tcp: "127.0.0.1:{port}"}}'
     (src / "brr.yaml").write_text(
         f"{sockets}switch: {switch}\nprocesses:\n  web:\n"
         f"    cmd: {shlex.quote(PY)} app.py\n    scale: {scale}\n{binding}"
