@@ -20,11 +20,8 @@ Choices, and what was rejected:
 - A handler that raises is a bug in the daemon, not in the client: it is logged with
   its traceback, the client gets one line, and the server goes on. LookupError is the
   exception: it is how the target says "no such process", and its message is the reply.
-- The socket is bound to a temp name, chmod 0600, and only then listens and is renamed
-  over the final name: there is no moment when anyone but us can connect, and no umask
-  fiddling (the umask is process-wide, shared with threads). A socket file left by a
-  dead daemon is replaced by that rename; one that still answers is another live daemon
-  and is left alone. On exit the file is removed only if it is still ours.
+- Binding (mode 0600 from the first moment, a dead daemon's file replaced, a live one
+  refused) is control_socket.py.
 - `logs -f` takes the tail and subscribes in one synchronous step: no line can fall
   between the two, and none is sent twice.
 """
@@ -34,9 +31,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import secrets
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,18 +40,15 @@ import anyio
 import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from supervisord_lite.errors import OperationFailed
+from supervisord_lite.daemon.control_socket import MAX_CLIENTS, bind_control_socket, remove_if_ours
 
 log = logging.getLogger(__name__)
 
 MAX_LINE = 1024 * 1024
-MAX_CLIENTS = 256
 SEND_TIMEOUT = 5.0
 REFUSE_TIMEOUT = 0.2
 MAX_TAIL = 100_000
 DEFAULT_TAIL = 100
-SOCKET_MODE = 0o600
-MAX_SUN_PATH = 107
 ACCEPT_BACKOFF = 0.1
 
 
@@ -280,63 +271,6 @@ class Session:
 
 
 # --- the listener --------------------------------------------------------------------------
-
-
-def probe_live(path: Path) -> bool:
-    """True if a daemon still answers on path; a dead one's file refuses connections."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(1.0)
-        try:
-            sock.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
-            return False
-        except (TimeoutError, BlockingIOError):
-            return True  # its backlog is full (EAGAIN, as the timeout makes it): alive, busy
-        except OSError:
-            return False
-        return True
-
-
-def bind_control_socket(
-    path: Path, backlog: int = MAX_CLIENTS
-) -> tuple[socket.socket, os.stat_result]:
-    """A listening socket at path, mode 0600 from its first connectable moment.
-
-    The backlog is as deep as the number of sessions the server runs: a burst of that
-    many clients queues in it while the loop accepts them; one more finds it full and
-    retries (daemon_client.connect), since connect(2) with a timeout gets EAGAIN then.
-    """
-    if len(os.fsencode(path)) > MAX_SUN_PATH:
-        raise OperationFailed(f"control socket path too long for a Unix socket: {path}")
-    if probe_live(path):
-        raise OperationFailed(f"another daemon is serving the control socket {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    if len(os.fsencode(temp)) > MAX_SUN_PATH:
-        temp = path.with_name(f".c{secrets.token_hex(4)}")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    try:
-        sock.bind(str(temp))
-        try:
-            os.chmod(temp, SOCKET_MODE)
-            sock.listen(backlog)
-            os.rename(temp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
-        sock.setblocking(False)
-        return sock, os.stat(path)
-    except BaseException:
-        sock.close()
-        raise
-
-
-def remove_if_ours(path: Path, ours: os.stat_result) -> None:
-    with contextlib.suppress(OSError):
-        st = os.stat(path)
-        if (st.st_dev, st.st_ino) == (ours.st_dev, ours.st_ino):
-            os.unlink(path)
 
 
 async def serve_control(
