@@ -31,9 +31,14 @@ supervisor at a time, all of them for one N before the next N, and is measured o
 The peers come from their own venv, bench/.venv-peers (created here on first use), never
 from the project's. Our daemon runs from the project venv on a deploy root written here
 with the manifest module; if it is missing or fails, its rows say `n/a (why)` and the
-peers are measured all the same. Every process a run starts is killed by pid at the end,
-even on error: the supervisor is stopped (SIGSTOP) so it can spawn no more, then every pid
-ever seen in its tree is killed (checked against its start time), then its process group.
+peers are measured all the same. Our package is byte-compiled first (compileall), as an
+install from a wheel is, and as pip compiled the peers' when it installed them: the
+project is installed editable, and where PYTHONDONTWRITEBYTECODE is set our daemon would
+otherwise compile its own source at every start, about a tenth of a second of "spawn
+all" that no deployment pays. Every process a run starts is killed by pid at the end,
+even on error: the supervisor is stopped (SIGSTOP) so it can spawn no more, then every
+pid ever seen in its tree is killed (checked against its start time), then its process
+group.
 
 A full run saves its tables in the `daemon` section of docs/benchmarks.md and the raw
 figures in bench/out/daemon_bench.json; --quick and --only runs only print, unless --save.
@@ -670,6 +675,12 @@ def lite_unavailable() -> str | None:
     """Why our daemon cannot be benchmarked, or None when it looks runnable."""
     if not LITE.exists():
         return f"{LITE.relative_to(bl.REPO)} is not installed"
+    package = bl.REPO / "supervisord_lite"
+    subprocess.run(
+        [str(bl.VENV_BIN / "python"), "-m", "compileall", "-q", str(package)],
+        capture_output=True,
+        timeout=120,
+    )
     try:
         import supervisord_lite.manifest  # noqa: F401
     except ImportError as exc:

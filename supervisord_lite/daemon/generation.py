@@ -7,7 +7,8 @@ one of them has stopped after `stop()`; stopping is all at once, never one by on
 
 `wait_ready` is what a switch waits on: it returns when every process is RUNNING and
 raises NotReady at the first failed start (an exit before ready, a ready timeout), with
-the process's own reason. It wakes on state changes only (one Event per change).
+the process's own reason. It wakes on state changes only (an Event made when someone
+waits, set by the next change).
 """
 
 from __future__ import annotations
@@ -54,13 +55,15 @@ class Generation:
             for spec in release.processes.values()
             for index in range(1, spec.scale + 1)
         ]
-        self._changed_event = anyio.Event()
+        self._changed_event: anyio.Event | None = None  # only while someone waits
         self._done = anyio.Event()
         self._stopping = False
 
     def _changed(self, proc: Process | None) -> None:
-        self._changed_event.set()
-        self._changed_event = anyio.Event()
+        # called on every transition of every process: 2,000 at the start of 500
+        if self._changed_event is not None:
+            self._changed_event.set()
+            self._changed_event = None
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -88,7 +91,7 @@ class Generation:
                 return
             if self._stopping:
                 raise NotReady(f"{self.release.id} was stopped before it was ready")
-            await self._changed_event.wait()
+            await self.wait_changed()
 
     async def hold_running(self, seconds: float) -> None:
         """Return once all stayed RUNNING for seconds; NotReady at the first that did not."""
@@ -98,9 +101,12 @@ class Generation:
                     if proc.state is not ProcState.RUNNING:
                         why = proc.error or f"left RUNNING ({proc.state.value})"
                         raise NotReady(f"{proc.name} ({self.release.id}): {why}")
-                await self._changed_event.wait()
+                await self.wait_changed()
 
     async def wait_changed(self) -> None:
+        """Return after the next state change of any of its processes."""
+        if self._changed_event is None:
+            self._changed_event = anyio.Event()
         await self._changed_event.wait()
 
     async def stop(self) -> None:

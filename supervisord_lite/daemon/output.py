@@ -1,11 +1,16 @@
 """Child output -> `web.1 | line` on the daemon's stdout, rings for `logs`, live followers.
 
 Choices, and what was rejected:
-- One reader task per child, reading its non-blocking pipe after `anyio.wait_readable`,
-  at most CHUNK bytes per wake-up: a flooding child gets its turn like every other and
-  cannot starve them. A line longer than MAX_LINE is split into lines of MAX_LINE bytes
-  as it arrives, so a 10 MB line costs 64 KiB of memory, not 10 MB, and nothing the
-  child wrote is lost (truncating was rejected for that reason).
+- One reader for every child: the pipes are registered in one epoll set, which the
+  reader task awaits; each wake-up reads at most CHUNK bytes from each pipe that has
+  data, so a flooding child gets its turn like every other and cannot starve them. A
+  reader task per child was rejected: with its task group, cancel scope and events it
+  cost about 4 KiB and a few task switches per child, for pipes that are silent most of
+  the time; a registered pipe costs one small record. The process task hands its pipe
+  over (`watch`) and, after the exit, waits a bounded time for its end (`wait_eof`).
+- A line longer than MAX_LINE is split into lines of MAX_LINE bytes as it arrives, so a
+  10 MB line costs 64 KiB of memory, not 10 MB, and nothing the child wrote is lost
+  (truncating was rejected for that reason).
 - The daemon never blocks on its own stdout: lines are queued in memory and one writer
   task hands them to a worker thread in batches. If stdout is slower than the children
   (a stuck journald, a paused terminal), the queue is capped and the excess lines are
@@ -28,11 +33,14 @@ from collections import deque
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectSendStream
 
 from supervisord_lite.daemon.logfiles import LogFiles
 
 CHUNK = 64 * 1024
+PASS_BUDGET = 1024 * 1024  # bytes read between two checkpoints of the reader
+EOF_PEEK = 4  # chunks read at once when a child has exited, before waiting for the rest
 MAX_LINE = 64 * 1024
 RING = 1000
 RING_BYTES = 1024 * 1024  # per process: 1000 lines of 64 KiB would be 64 MiB
@@ -60,6 +68,19 @@ class Ring:
             self._chars -= len(self.lines.popleft())
 
 
+class Pipe:
+    """The read end of one child's output, while Output reads it."""
+
+    __slots__ = ("eof", "fd", "name", "open", "partial")
+
+    def __init__(self, name: str, fd: int) -> None:
+        self.name = name
+        self.fd = fd
+        self.partial = b""  # the start of a line whose end has not come yet
+        self.open = True
+        self.eof: anyio.Event | None = None  # only while someone waits for the end
+
+
 class Output:
     """Every line of every child passes through `emit`."""
 
@@ -76,6 +97,8 @@ class Output:
         self._closing = False
         self._drained = anyio.Event()
         self._wake = anyio.Event()
+        self._pipes: dict[int, Pipe] = {}
+        self._epoll = select.epoll()
 
     # --- producers ---------------------------------------------------------------------
 
@@ -93,39 +116,82 @@ class Output:
         if self._followers:
             self._feed(name, line)
 
-    async def pump(self, name: str, fd: int) -> None:
-        """Read the child's output until EOF; closes fd. Cancellation is the way out too."""
-        partial = bytearray()
-        try:
-            while True:
-                await anyio.wait_readable(fd)
-                try:
-                    data = os.read(fd, CHUNK)
-                except BlockingIOError:
-                    continue
-                if not data:
-                    break
-                *lines, rest = data.split(b"\n")
-                for piece in lines:
-                    partial += piece
-                    self._emit_split(name, partial)
-                    partial.clear()
-                partial += rest
-                while len(partial) >= MAX_LINE:
-                    self.emit(name, self._decode(partial[:MAX_LINE]))
-                    del partial[:MAX_LINE]
-            if partial:
-                self.emit(name, self._decode(partial))
-        finally:
-            os.close(fd)
+    def watch(self, name: str, fd: int) -> Pipe:
+        """Read name's lines from the non-blocking fd from now on; Output owns fd now."""
+        pipe = Pipe(name, fd)
+        self._pipes[fd] = pipe
+        self._epoll.register(fd, select.EPOLLIN)
+        return pipe
 
-    def _emit_split(self, name: str, line: bytearray) -> None:
+    async def wait_eof(self, pipe: Pipe, timeout: float) -> None:
+        """Wait until the pipe's end (at most timeout), then stop reading it in any case."""
+        for _ in range(EOF_PEEK):  # usually the end is there already: no need to wait
+            if not self._read(pipe):
+                break
+        if pipe.open:
+            pipe.eof = anyio.Event()
+            with anyio.move_on_after(timeout):
+                await pipe.eof.wait()
+        self.unwatch(pipe)
+
+    def unwatch(self, pipe: Pipe) -> None:
+        """Stop reading the pipe and close it; what it held back is emitted. Idempotent."""
+        if not pipe.open:
+            return
+        pipe.open = False
+        del self._pipes[pipe.fd]
+        self._epoll.unregister(pipe.fd)
+        os.close(pipe.fd)
+        if pipe.partial:
+            self.emit(pipe.name, self._decode(pipe.partial))
+            pipe.partial = b""
+        if pipe.eof is not None:
+            pipe.eof.set()
+
+    async def _run_reader(self) -> None:
+        while True:
+            await anyio.wait_readable(self._epoll.fileno())
+            taken = 0
+            for fd, _events in self._epoll.poll(0):
+                pipe = self._pipes.get(fd)  # None: unwatched since the poll
+                if pipe is not None:
+                    taken += self._read(pipe)
+                if taken >= PASS_BUDGET:  # many flooding children: let the others run
+                    taken = 0
+                    await anyio.lowlevel.checkpoint()
+
+    def _read(self, pipe: Pipe) -> int:
+        """Read one chunk of the pipe and emit its whole lines; the bytes read."""
+        if not pipe.open:
+            return 0
+        try:
+            data = os.read(pipe.fd, CHUNK)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            data = b""
+        if not data:
+            self.unwatch(pipe)
+            return 0
+        *lines, rest = data.split(b"\n")
+        for piece in lines:
+            if pipe.partial:
+                piece, pipe.partial = pipe.partial + piece, b""
+            self._emit_split(pipe.name, piece)
+        partial = pipe.partial + rest if pipe.partial else rest
+        while len(partial) >= MAX_LINE:
+            self.emit(pipe.name, self._decode(partial[:MAX_LINE]))
+            partial = partial[MAX_LINE:]
+        pipe.partial = partial
+        return len(data)
+
+    def _emit_split(self, name: str, line: bytes) -> None:
         for start in range(0, max(len(line), 1), MAX_LINE):
             self.emit(name, self._decode(line[start : start + MAX_LINE]))
 
     @staticmethod
-    def _decode(data: bytes | bytearray) -> str:
-        return bytes(data).decode("utf-8", "replace").rstrip("\r")
+    def _decode(data: bytes) -> str:
+        return data.decode("utf-8", "replace").rstrip("\r")
 
     # --- the writer ----------------------------------------------------------------------
 
@@ -139,10 +205,20 @@ class Output:
         self._wake.set()
 
     async def run_writer(self) -> None:
-        """Write queued lines to the daemon's stdout until cancelled or drained.
+        """Read the children's pipes, and write queued lines to the daemon's stdout, until
+        cancelled or drained.
 
         A stdout that fails (EPIPE: the reader went away) loses lines, never the daemon.
         """
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._run_reader)
+                await self._run_writing()
+                tg.cancel_scope.cancel()
+        finally:
+            self._epoll.close()
+
+    async def _run_writing(self) -> None:
         writing = False
         try:
             while not (self._closing and not self._queue):
@@ -159,7 +235,10 @@ class Output:
                 self._write(self._take(), timeout=FINAL_FLUSH)
 
     async def drain(self, timeout: float = FINAL_FLUSH) -> None:
-        """Write out everything queued so far, then end run_writer (bounded by timeout)."""
+        """Write out everything queued so far, then end run_writer (bounded by timeout).
+
+        The pipes still watched are read no more: by now every child is gone.
+        """
         self._closing = True
         self._wake.set()
         with anyio.move_on_after(timeout):
@@ -191,6 +270,8 @@ class Output:
             self._files.reopen()
 
     def close(self) -> None:
+        for pipe in list(self._pipes.values()):
+            self.unwatch(pipe)
         if self._files is not None:
             self._files.close()
 

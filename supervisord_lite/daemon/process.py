@@ -8,28 +8,39 @@ in states.TRANSITIONS, logs it and tells the owner (`on_change`).
 
 Timers belong to this task alone and exist only while needed: the backoff before a
 restart, the fatal cool-off, the ready timeout, the stop timeout. An idle RUNNING
-process has no timer at all; the task sleeps on its child's pidfd.
+process has no timer and no other task: its task sleeps on its child's pidfd, inside a
+cancel scope to which a stop request gives a deadline (the stop signal itself is sent at
+once, see _stop_child); the child's output is read by the one reader in output.py.
+Helper tasks per child (a stopper, a readiness task, a pump) were rejected: with their
+task groups, scopes and events they cost several KiB and many task switches per child,
+and the daemon's spawn time and memory at 500 processes are both judged against
+supervisord's (PEERS). Only a readiness check other than `after` runs in a task of its
+own, and only while the process is STARTING; `after` is a timer, which this task owns
+anyway.
 
 Backoff: 0.1 s doubling per failure in a row, capped (30 s), with "equal jitter" (half
 fixed, half random) so that a whole generation that crashes together does not restart
-in lockstep. The first death of a process that had reached RUNNING is restarted at once
-(PEERS: respawn under 20 ms); the backoff starts with the second death in a row. The
-count resets when the process had been RUNNING for STABLE seconds before it died, judged
-from the real times (no timer). After MAX_FAILED failed starts in a row (exited, or not
-ready, before RUNNING) it is FATAL; after the cool-off it gets one more try (and is FATAL
-again if that fails); `start`/`restart` give it a fresh set of tries.
+in lockstep. A death after being RUNNING, when it is the first of a streak (after a
+stable run, or the process's first death), is restarted at once (PEERS: respawn under
+20 ms); the backoff starts with the second quick death in a row, at 0.1 s. A start that
+fails before RUNNING backs off from its first failure. The streak ends when the process
+had been RUNNING for STABLE seconds before it died, judged from the real times (no
+timer). After MAX_FAILED failed starts in a row (exited, or not ready, before RUNNING) it
+is FATAL; after the cool-off it gets one more try (and is FATAL again if that fails);
+`start`/`restart` give it a fresh set of tries.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 
@@ -70,6 +81,14 @@ class Services:
     sockets: SocketPool = field(default_factory=SocketPool)
     bus: EventBus = field(default_factory=EventBus)
     max_backoff: float = 30.0
+    _app_dirs: dict[str, Path] = field(default_factory=dict)
+
+    def app_dir(self, build: str) -> Path:
+        """The working directory of a build's processes: one Path for all 500 of them."""
+        found = self._app_dirs.get(build)
+        if found is None:
+            found = self._app_dirs[build] = self.root.build_app(build)
+        return found
 
 
 def backoff_delay(failures: int, cap: float) -> float:
@@ -77,7 +96,18 @@ def backoff_delay(failures: int, cap: float) -> float:
     return full / 2 + random.uniform(0, full / 2)
 
 
-@dataclass
+def restart_delay(crashes: int, *, free_first: bool, cap: float) -> float:
+    """The wait before restarting after the crashes-th exit in a row.
+
+    free_first: the streak began with a death after RUNNING, which is restarted at once;
+    the backoff then starts with the next one.
+    """
+    if free_first:
+        return 0.0 if crashes <= 1 else backoff_delay(crashes - 1, cap)
+    return backoff_delay(crashes, cap)
+
+
+@dataclass(eq=False, slots=True)
 class Process:
     """The supervised `<type>.<index>` of one release."""
 
@@ -95,17 +125,22 @@ class Process:
     crashes: int = 0  # exits in a row, for the backoff
     spawned_at: float = 0.0
     ready_at: float = 0.0
+    _free_first: bool = False  # the streak of crashes began with a death after RUNNING
     _want: bool = True
     _kicked: bool = False
     _retired: bool = False
     _resume_at: float = 0.0
-    _wake: anyio.Event = field(default_factory=anyio.Event)
-    _stop_now: anyio.Event = field(default_factory=anyio.Event)
+    _wake: anyio.Event | None = None  # only while the task waits to start
+    _child: Child | None = None  # this attempt's child, until it is reaped
+    _waiter: anyio.CancelScope | None = None  # only while the task waits for the exit
+    _stop_asked: bool = False  # this attempt's child is to be stopped
+    _signalled_at: float | None = None  # when the stop signal went to this attempt's child
+    _not_ready: bool = False  # this attempt failed its readiness check
     _spawns: int = 0
+    name: str = field(init=False)
 
-    @property
-    def name(self) -> str:
-        return f"{self.spec.type}.{self.index}"
+    def __post_init__(self) -> None:
+        self.name = f"{self.spec.type}.{self.index}"
 
     def uptime(self) -> float | None:
         return round(time.monotonic() - self.spawned_at, 3) if self.pid else None
@@ -118,8 +153,8 @@ class Process:
             self._apply(ProcEvent.STOP)
         elif self.state is not ProcState.STOPPING:
             self._apply(ProcEvent.STOP)
-            self._stop_now.set()
-        self._wake.set()
+            self._stop_child()
+        self._wake_up()
 
     def request_start(self) -> None:
         """Start it now, with a fresh set of tries (also out of FATAL or BACKOFF)."""
@@ -129,12 +164,34 @@ class Process:
         if self.state in RESTING:
             self._kicked = True
             self.failures = 0
-        self._wake.set()
+        self._wake_up()
 
     def retire(self) -> None:
         """Stop it for good: the task returns once it is stopped."""
         self._retired = True
         self.request_stop()
+
+    def _wake_up(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _stop_child(self) -> None:
+        """Send the stop signal now; the task's wait for the exit gets stop_timeout to run.
+
+        Sent from here rather than by the woken task: stopping a generation of 500 would
+        otherwise cancel 500 waits, and unwinding them all in one pass of the loop, while
+        the children die, takes long enough for their SIGCHLDs to fill the loop's wake-up
+        socket. The task is not interrupted: it wakes when the child exits, or at the
+        deadline, and then escalates to SIGKILL (_escalate).
+        """
+        self._stop_asked = True
+        child = self._child
+        if child is None or child.exit_code is not None or self._signalled_at is not None:
+            return  # not spawned yet, or gone: _escalate does what is left
+        killpg(child.pid, self.spec.signal_number)
+        self._signalled_at = time.monotonic()
+        if self._waiter is not None:
+            self._waiter.deadline = anyio.current_time() + self.spec.stop_timeout
 
     # --- the task -----------------------------------------------------------------------
 
@@ -148,9 +205,17 @@ class Process:
                 self._wake = anyio.Event()
                 with anyio.move_on_after(delay if delay is not None else float("inf")):
                     await self._wake.wait()
+                self._wake = None
                 continue
             self._kicked = False
-            await self._attempt()
+            self._stop_asked = self._not_ready = False
+            self._signalled_at = None
+            self._apply(ProcEvent.START)
+            if self.spec.ready.kind == "notify":
+                async with open_child_notify(self.name) as notify:
+                    await self._run_child(notify)
+            else:
+                await self._run_child(None)
 
     def _delay_before_start(self) -> float | None:
         """0: start now; a number: wait that long first; None: wait to be asked."""
@@ -162,21 +227,31 @@ class Process:
             return max(0.0, self._resume_at - time.monotonic())
         return None  # EXITED: its policy said leave it
 
-    async def _attempt(self) -> None:
-        self._stop_now = anyio.Event()
-        self._apply(ProcEvent.START)
-        async with self._maybe_notify() as notify:
-            try:
-                child, ctx = self._spawn(notify)
-            except (OSError, KeyError) as exc:
-                self._after_exit(127, not_ready=False, error=f"cannot spawn: {exc}")
-                return
-            try:
-                code, not_ready = await self._supervise(child, ctx)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    child.reap_now()
-                    self.services.reaper.discard(child.pid)
+    async def _run_child(self, notify: ChildNotify | None) -> None:
+        try:
+            child, ctx = self._spawn(notify)
+        except (OSError, KeyError) as exc:
+            self._after_exit(127, error=f"cannot spawn: {exc}")
+            return
+        self._child = child
+        output = self.services.output
+        pipe = output.watch(self.name, child.output_fd)
+        try:
+            code = await self._wait_starting(child, ctx)
+            del ctx  # its environment and paths are not kept for the whole run
+            if code is None and not self._stop_asked:
+                code = await self._wait_exit(child)  # RUNNING: the pidfd and nothing else
+            if code is None:
+                code = await self._escalate(child)
+            self.services.reaper.kill_leftovers(child.pid, self.name, self.release.id)
+            # the pipe closes once every holder is dead; its last lines are worth a wait
+            await output.wait_eof(pipe, DRAIN)
+        finally:
+            with anyio.CancelScope(shield=True):
+                child.reap_now()
+                self._child = None
+                self.services.reaper.discard(child.pid)
+                output.unwatch(pipe)
         self.services.bus.publish(
             ProcessExited(
                 self.name,
@@ -187,7 +262,7 @@ class Process:
                 expected=not self._want,
             )
         )
-        self._after_exit(code, not_ready=not_ready)
+        self._after_exit(code)
 
     def _spawn(self, notify: ChildNotify | None) -> tuple[Child, ReadyContext]:
         """Start the child; OSError (or KeyError for a socket not bound) when it cannot."""
@@ -200,7 +275,7 @@ class Process:
             socket_names=[name for name, _ in fds],
             notify_address=notify.address if notify else None,
         )
-        cwd = self.services.root.build_app(self.release.build)
+        cwd = self.services.app_dir(self.release.build)
         child = spawn(plan(self.name, self.spec.cmd, env, cwd, [fd for _, fd in fds]))
         self.services.reaper.add(child.pid, self.name)
         self._spawns += 1
@@ -210,60 +285,80 @@ class Process:
         self.services.bus.publish(ProcessSpawned(self.name, self.release.id, child.pid))
         return child, ReadyContext(self.name, cwd, env, notify)
 
-    @asynccontextmanager
-    async def _maybe_notify(self) -> AsyncIterator[ChildNotify | None]:
-        if self.spec.ready.kind != "notify":
-            yield None
-            return
-        async with open_child_notify(self.name) as notify:
-            yield notify
-
-    async def _supervise(self, child: Child, ctx: ReadyContext) -> tuple[int, bool]:
-        """Wait for ready and for the exit, stopping it when asked; (exit code, not ready)."""
-        not_ready: list[bool] = [False]
+    async def _wait_starting(self, child: Child, ctx: ReadyContext) -> int | None:
+        """Until ready: the exit code if it exited first, else None."""
+        check = self.spec.ready
+        if check.kind == "after":
+            if check.seconds <= 0:
+                self._ready()  # no timer to set and cancel, 500 times at a start
+                return None
+            if check.seconds < self.spec.ready_timeout:
+                code = await self._wait_exit(child, check.seconds)
+                if code is None and not self._stop_asked:
+                    self._ready()
+                return code
+            code = await self._wait_exit(child, self.spec.ready_timeout)
+            if code is None and not self._stop_asked:
+                self._not_ready_now(f"not ready within {self.spec.ready_timeout:g} s")
+            return code
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self.services.output.pump, self.name, child.output_fd)
-            async with anyio.create_task_group() as inner:
-                inner.start_soon(self._readiness, ctx, not_ready)
-                inner.start_soon(self._stopper, child)
-                code = await child.wait()
-                inner.cancel_scope.cancel()
-            self.services.reaper.kill_leftovers(child.pid, self.name, self.release.id)
-            # the pipe closes once every holder is dead; its last lines are worth a wait
-            tg.cancel_scope.deadline = anyio.current_time() + DRAIN
-        return code, not_ready[0]
+            tg.start_soon(self._readiness, ctx)
+            code = await self._wait_exit(child)
+            tg.cancel_scope.cancel()
+        return code
 
-    async def _readiness(self, ctx: ReadyContext, not_ready: list[bool]) -> None:
+    async def _wait_exit(self, child: Child, timeout: float = math.inf) -> int | None:
+        """The exit code; None after the timeout (or the stop's), or when interrupted."""
+        if self._stop_asked:
+            return None
+        with anyio.move_on_after(timeout) as scope:
+            self._waiter = scope
+            try:
+                # not child.wait(): one coroutine less to keep for each RUNNING process
+                await anyio.wait_readable(child.pidfd)
+            finally:
+                self._waiter = None
+            return child.reap()
+        return None
+
+    async def _readiness(self, ctx: ReadyContext) -> None:
         try:
             with anyio.fail_after(self.spec.ready_timeout):
                 await self.services.ready.wait_ready(self.spec.ready, ctx)
         except TimeoutError:
-            reason = f"not ready within {self.spec.ready_timeout:g} s"
+            self._not_ready_now(f"not ready within {self.spec.ready_timeout:g} s")
         except ReadyFailed as exc:
-            reason = f"readiness check failed: {exc}"
+            self._not_ready_now(f"readiness check failed: {exc}")
         else:
-            if self.state is ProcState.STARTING:
-                self.ready_at = time.monotonic()
-                self.failures = 0
-                self.error = None
-                self._apply(ProcEvent.READY)
-                if self.pid is not None:
-                    self.services.bus.publish(ProcessReady(self.name, self.release.id, self.pid))
-            return
+            self._ready()
+            if self.state is ProcState.RUNNING and self._waiter is not None:
+                self._waiter.cancel()  # out of the task group: RUNNING needs none
+
+    def _ready(self) -> None:
         if self.state is ProcState.STARTING:
-            not_ready[0] = True
+            self.ready_at = time.monotonic()
+            self.failures = 0
+            self.error = None
+            self._apply(ProcEvent.READY)
+            if self.pid is not None:
+                self.services.bus.publish(ProcessReady(self.name, self.release.id, self.pid))
+
+    def _not_ready_now(self, reason: str) -> None:
+        if self.state is ProcState.STARTING:
+            self._not_ready = True
             self.error = reason
             log.warning("%s: %s; stopping it", self.name, reason)
             self._apply(ProcEvent.NOT_READY)
-            self._stop_now.set()
+            self._stop_child()
 
-    async def _stopper(self, child: Child) -> None:
-        """The bounded escalation: stop_signal to the group, then SIGKILL after the timeout."""
-        await self._stop_now.wait()
-        killpg(child.pid, self.spec.signal_number)
-        with anyio.move_on_after(self.spec.stop_timeout):
-            await child.exited.wait()
-            return
+    async def _escalate(self, child: Child) -> int:
+        """The rest of the bounded escalation: SIGKILL once stop_timeout has passed."""
+        if self._signalled_at is None:  # asked before it was spawned
+            killpg(child.pid, self.spec.signal_number)
+            self._signalled_at = time.monotonic()
+        left = self._signalled_at + self.spec.stop_timeout - time.monotonic()
+        with anyio.move_on_after(left):
+            return await child.wait()
         log.warning(
             "%s: still running %g s after SIG%s; killing it",
             self.name,
@@ -271,9 +366,10 @@ class Process:
             self.spec.stop_signal,
         )
         killpg(child.pid, signal.SIGKILL)
+        return await child.wait()
 
-    def _after_exit(self, code: int, *, not_ready: bool, error: str | None = None) -> None:
-        was = self.state
+    def _after_exit(self, code: int, *, error: str | None = None) -> None:
+        was, not_ready = self.state, self._not_ready
         self.pid, self.exit_code = None, code
         if not self._want:
             log.info("%s: stopped (exit code %d)", self.name, code)
@@ -281,8 +377,11 @@ class Process:
             return
         now = time.monotonic()
         failed_start = not_ready or was is ProcState.STARTING
-        stable = was is ProcState.RUNNING and now - self.ready_at >= STABLE
-        self.crashes = 0 if stable else self.crashes + 1
+        if was is ProcState.RUNNING and now - self.ready_at >= STABLE:
+            self.crashes = 0  # a stable run ends the streak: this exit starts a new one
+        self.crashes += 1
+        if self.crashes == 1:
+            self._free_first = was is ProcState.RUNNING
         if failed_start:
             self.failures += 1
             if not not_ready:
@@ -306,15 +405,16 @@ class Process:
             self._apply(ProcEvent.GIVE_UP)
             self.services.bus.publish(ProcessFatal(self.name, self.release.id, self.failures))
         else:
-            # the first death of a process that was up is not a loop: restart at once
-            first = self.crashes == 1 and was is ProcState.RUNNING
-            delay = 0.0 if first else backoff_delay(self.crashes, self.services.max_backoff)
+            delay = restart_delay(
+                self.crashes, free_first=self._free_first, cap=self.services.max_backoff
+            )
             self._resume_at = now + delay
             log.info("%s: exited with code %d; restarting in %.2f s", self.name, code, delay)
             self._apply(ProcEvent.RETRY)
 
     def _apply(self, event: ProcEvent) -> None:
         old, self.state = self.state, next_state(self.state, event)
-        log.debug("%s: %s -> %s on %s", self.name, old.value, self.state.value, event.value)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: %s -> %s on %s", self.name, old.value, self.state.value, event.value)
         with contextlib.suppress(Exception):
             self.on_change(self)

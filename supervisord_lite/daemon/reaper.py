@@ -5,11 +5,17 @@ Choices, and what was rejected:
 - The daemon is a child subreaper (prctl PR_SET_CHILD_SUBREAPER), so a double-forked
   grandchild is re-parented to us, not to init, and stays findable.
 - Adopted orphans must be reaped when they die, but never with waitpid(-1): that would
-  steal the exit status a process task is awaiting on its pidfd. On SIGCHLD we list our
-  direct children (/proc/self/task/<pid>/children) and reap only zombies we did not
-  spawn that are still zombies a grace later: other code in the daemon (a `cmd`
+  steal the exit status a process task is awaiting on its pidfd. We reap only zombies we
+  did not spawn that are still zombies a grace later: other code in the daemon (a `cmd`
   readiness probe via anyio.open_process) waits for its own children in a thread that
   wakes at once, so a zombie still there after the grace has nobody else waiting for it.
+  On SIGCHLD we first ask the kernel whether any child is a zombie at all (waitid with
+  WNOWAIT, which reaps nothing): almost always the exit was one of ours, already reaped
+  by its task, and the pass ends there, at no cost per process. Only when a zombie is
+  left do we list our direct children (/proc/self/task/<pid>/children) and look at the
+  ones we did not spawn. Where the kernel lacks that file, we do not scan every process
+  on the host (psutil's way to find children): waitid shows one zombie at a time, which
+  is reaped after its grace before the next one can be seen.
 - Which leftovers belong to a process: its process group (pgid == its pid, setsid at
   spawn; the kernel never reuses a pid while its group exists, so killpg is safe), and
   among the orphans we adopted, those whose environment says BRR_PROCESS/BRR_RELEASE of
@@ -35,8 +41,10 @@ import contextlib
 import ctypes
 import json
 import logging
+import math
 import os
 import signal
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -49,6 +57,7 @@ log = logging.getLogger(__name__)
 
 PR_SET_CHILD_SUBREAPER = 36
 ORPHAN_GRACE = 0.5
+OWN_REAP_WAIT = 0.05  # a zombie of ours hides the others (no children file): look again
 RECORD_BATCH = 0.05
 
 
@@ -60,15 +69,37 @@ def become_subreaper() -> bool:
         return False
 
 
-def direct_children() -> list[int]:
+def listed_children() -> list[int] | None:
+    """Our direct children from /proc; None when the kernel does not list them."""
     pid = os.getpid()
     try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-        return [int(x) for x in text.split()]
+        with open(f"/proc/{pid}/task/{pid}/children", "rb") as f:
+            return [int(x) for x in f.read().split()]
     except OSError:
-        with contextlib.suppress(psutil.Error):
-            return [p.pid for p in psutil.Process().children()]
-        return []
+        return None
+
+
+def direct_children() -> list[int]:
+    listed = listed_children()
+    if listed is not None:
+        return listed
+    with contextlib.suppress(psutil.Error):
+        return [p.pid for p in psutil.Process().children()]  # a scan of every process
+    return []
+
+
+def first_zombie() -> int | None:
+    """The pid of a child that has exited and is not reaped yet, without reaping it."""
+    try:
+        found = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return None
+    return found.si_pid if found is not None and found.si_pid else None
+
+
+def reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 def signal_pids(pids: Iterable[int], sig: int) -> None:
@@ -130,16 +161,22 @@ class Reaper:
 
     def __init__(self, record: Path) -> None:
         self._record = record
-        self._ours: dict[int, tuple[str, int | None]] = {}
+        self._ours: dict[int, str | None] = {}  # pid -> its entry of the record, once made
+        self._names: dict[int, str] = {}
+        self._written: str | None = None  # the record as last written
         self._dirty = anyio.Event()
         self._sigchld = anyio.Event()
 
     def add(self, pid: int, name: str) -> None:
-        self._ours[pid] = (name, start_ticks(pid))
+        # the start time is read when the record is written, not here: at this moment the
+        # child is still in its exec, and /proc/<pid>/stat is slow to answer, 500 times
+        self._ours[pid] = None
+        self._names[pid] = name
         self._dirty.set()
 
     def discard(self, pid: int) -> None:
         self._ours.pop(pid, None)
+        self._names.pop(pid, None)
         self._dirty.set()
 
     def orphans(self) -> list[int]:
@@ -164,19 +201,50 @@ class Reaper:
                     self._sigchld.set()  # a burst of SIGCHLD folds into one pass
 
     async def _run_reaping(self) -> None:
-        # a zombie is reaped only once seen in two passes ORPHAN_GRACE apart: whoever else
-        # in the daemon waits for its own child has had the time to do it
-        suspects: set[int] = set()
+        seen: dict[int, float] = {}  # zombie orphan -> when it was first seen
         while True:
-            if not suspects:
-                await self._sigchld.wait()
+            await self._sigchld.wait()
             self._sigchld = anyio.Event()
-            await anyio.sleep(ORPHAN_GRACE)
-            zombies = {pid for pid in self.orphans() if is_zombie(pid)}
-            for pid in zombies & suspects:
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, os.WNOHANG)
-            suspects = zombies - suspects
+            while (delay := self.reap_orphans(seen, time.monotonic())) is not None:
+                await anyio.sleep(delay)
+
+    def reap_orphans(self, seen: dict[int, float], now: float) -> float | None:
+        """Reap the zombies that were seen ORPHAN_GRACE ago and are not ours.
+
+        None when nothing is left to look at; else how long to wait before looking again.
+        """
+        if first_zombie() is None:
+            seen.clear()
+            return None
+        listed = listed_children()
+        if listed is None:
+            return self._reap_first(seen, now)
+        zombies = {pid for pid in listed if pid not in self._ours and is_zombie(pid)}
+        for pid in list(seen):
+            if pid not in zombies:
+                del seen[pid]
+        wait = math.inf
+        for pid in zombies:
+            since = seen.setdefault(pid, now)
+            if now - since >= ORPHAN_GRACE:
+                reap(pid)
+                del seen[pid]
+            else:
+                wait = min(wait, since + ORPHAN_GRACE - now)
+        return None if wait == math.inf else wait
+
+    def _reap_first(self, seen: dict[int, float], now: float) -> float | None:
+        """reap_orphans without the list of children: one zombie at a time."""
+        while (pid := first_zombie()) is not None:
+            if pid in self._ours:
+                return OWN_REAP_WAIT  # its task reaps it at once; the next is behind it
+            since = seen.setdefault(pid, now)
+            if now - since < ORPHAN_GRACE:
+                return since + ORPHAN_GRACE - now
+            reap(pid)
+            del seen[pid]
+        seen.clear()
+        return None
 
     async def _run_record(self) -> None:
         while True:
@@ -186,13 +254,17 @@ class Reaper:
             self.write_record()
 
     def write_record(self) -> None:
-        data = [
-            {"pid": pid, "pgid": pid, "name": name, "start_ticks": ticks}
-            for pid, (name, ticks) in self._ours.items()
-        ]
+        for pid, entry in self._ours.items():
+            if entry is None:  # once per child: a burst of spawns rewrites the rest as is
+                item = {"pid": pid, "pgid": pid, "name": self._names[pid]}
+                self._ours[pid] = json.dumps({**item, "start_ticks": start_ticks(pid)})
+        text = "[" + ", ".join(e for e in self._ours.values() if e) + "]"
+        if text == self._written:
+            return  # a child that came and went within one batch: a crash loop's restarts
         tmp = temp_name(self._record.parent)
-        tmp.write_text(json.dumps(data))
+        tmp.write_text(text)
         os.replace(tmp, self._record)
+        self._written = text
 
 
 def kill_previous(record: Path, builds: Path) -> int:

@@ -25,7 +25,7 @@ import fcntl
 import os
 import signal
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -100,7 +100,7 @@ def plan(
     return SpawnPlan(name, shell_argv(cmd, cwd, listen=bool(fds)), env, cwd, tuple(fds))
 
 
-@dataclass
+@dataclass(eq=False, slots=True)
 class Child:
     """A spawned child: its pid (== pgid), the read end of its output, its pidfd."""
 
@@ -108,7 +108,6 @@ class Child:
     output_fd: int
     pidfd: int
     exit_code: int | None = None
-    exited: anyio.Event = field(default_factory=anyio.Event)
 
     async def wait(self) -> int:
         """Wait for the exit and reap it; the exit code (-N for signal N).
@@ -118,8 +117,12 @@ class Child:
         """
         if self.exit_code is None:
             await anyio.wait_readable(self.pidfd)
+        return self.reap()
+
+    def reap(self) -> int:
+        """Reap it once its pidfd is readable (this blocks until it exits); the exit code."""
+        if self.exit_code is None:
             self._reap(0)
-            self.exited.set()
         assert self.exit_code is not None
         return self.exit_code
 

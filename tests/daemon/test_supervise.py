@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
+from supervisord_lite.daemon import reaper
+from supervisord_lite.daemon.reaper import ORPHAN_GRACE, OWN_REAP_WAIT, Reaper, is_zombie
 from supervisord_lite.daemon_client import request
 from supervisord_lite.manifest import ReadyCheck
 from tests.daemon.conftest import Root, alive, proc, read_pid, running
@@ -182,3 +185,35 @@ def test_logs_tail_over_the_control_socket(droot: Root, daemon: Any) -> None:
     reply = request(droot.layout.control_socket, {"cmd": "logs", "name": "web.2", "n": 3})
     assert reply["ok"], reply
     assert reply["lines"] == ["web.2 | line 2", "web.2 | line 3", "web.2 | line 4"]
+
+
+@pytest.mark.parametrize("children_file", [True, False], ids=["listed", "no-children-file"])
+def test_orphan_zombies_are_reaped_after_the_grace_and_ours_never(
+    children_file: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not children_file:  # a kernel without /proc/<pid>/task/<tid>/children
+        monkeypatch.setattr(reaper, "listed_children", lambda: None)
+    r = Reaper(tmp_path / "children.json")
+    ours = os.posix_spawn("/bin/sh", ["sh", "-c", "exit 0"], {})
+    r.add(ours, "web.1")
+    try:
+        wait_until(lambda: is_zombie(ours), what="our child exited")
+        seen: dict[int, float] = {}
+        now = time.monotonic()
+        if not children_file:  # ours hides what is behind it: look again soon
+            assert r.reap_orphans(seen, now) == OWN_REAP_WAIT
+        else:
+            assert r.reap_orphans(seen, now) is None
+        assert is_zombie(ours)  # its task's to reap, never the reaper's
+    finally:
+        os.waitpid(ours, 0)
+        r.discard(ours)
+    orphan = os.posix_spawn("/bin/sh", ["sh", "-c", "exit 3"], {})
+    wait_until(lambda: is_zombie(orphan), what="the orphan exited")
+    seen = {}
+    now = time.monotonic()
+    assert r.reap_orphans(seen, now) == ORPHAN_GRACE  # seen once: not reaped yet
+    assert is_zombie(orphan)
+    assert r.reap_orphans(seen, now + ORPHAN_GRACE) is None
+    assert not pid_alive(orphan)
+    assert seen == {}
