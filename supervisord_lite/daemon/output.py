@@ -27,6 +27,7 @@ Choices, and what was rejected:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 from collections import deque
@@ -140,7 +141,9 @@ class Output:
             return
         pipe.open = False
         del self._pipes[pipe.fd]
-        self._epoll.unregister(pipe.fd)
+        # closed already when a crash cancels the reader before the process tasks
+        with contextlib.suppress(ValueError):
+            self._epoll.unregister(pipe.fd)
         os.close(pipe.fd)
         if pipe.partial:
             self.emit(pipe.name, self._decode(pipe.partial))
