@@ -2,10 +2,13 @@
 
 Task tree (structured concurrency: cancellation is the stop path):
 
-    root        output writer, reaper (SIGCHLD, children.json), signals, control socket,
+    root        output (one writer, and one reader of every child's pipe in one epoll
+                set), reaper (SIGCHLD, children.json), signals, control socket,
                 systemd watchdog, --watch
       plugins   one runner per plugin, fed by the bus
-        gens    one task per live generation -> one task per process -> output pump
+        gens    one task per live generation -> one task per process (sleeping on its
+                child's pidfd; a readiness check other than `after` in a task of its own
+                while STARTING)
         loop    the supervisor: first start, then one reload at a time
 
 Every trigger of a reload (SIGHUP, the control socket's `reload`) calls request_reload(),
