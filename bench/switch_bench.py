@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import math
 import multiprocessing
@@ -578,6 +579,9 @@ def main(argv: list[str] | None = None) -> int:
         if not tool.exists():
             print(f"switch_bench: {tool} is not installed (make venv)", file=sys.stderr)
             return 1
+    if importlib.util.find_spec("matplotlib") is None:  # found now, not after 4 minutes
+        print("switch_bench: matplotlib is missing (`make bench` installs it)", file=sys.stderr)
+        return 1
     base = Path(tempfile.mkdtemp(prefix="switch-bench-"))
     t_start = time.monotonic()
     try:
