@@ -31,8 +31,9 @@ async def test_the_shared_reader_joins_split_lines_splits_long_ones_and_flushes_
             tg.start_soon(output.run_writer)
             pipe = output.watch("web.1", r)
             os.write(w, b"one\ntw")
-            while not output.tail("web.1", 1):  # the reader task, not wait_eof, got it
-                await anyio.sleep(0.01)
+            with anyio.fail_after(30):
+                while not output.tail("web.1", 1):  # the reader task, not wait_eof, got it
+                    await anyio.sleep(0.01)
             more = b"o\r\n" + b"x" * (MAX_LINE + 10) + b"\nlast"  # more than a pipe holds
             await anyio.to_thread.run_sync(os.write, w, more)
             os.close(w)
