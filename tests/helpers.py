@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
+
 T = TypeVar("T")
 
 PY = sys.executable
@@ -81,6 +83,28 @@ def wait_until(
                 f"timed out after {timeout:g} s waiting for {what}; last: {last!r}"
             )
         time.sleep(interval)
+
+
+async def until(
+    predicate: Callable[[], T],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.01,
+    what: str = "condition",
+) -> T:
+    """wait_until for async tests: polls without blocking the event loop."""
+    last: Any = None
+    with anyio.move_on_after(timeout):
+        while True:
+            try:
+                last = predicate()
+            except Exception as exc:  # a predicate may race with the thing it watches
+                last = exc
+            else:
+                if last:
+                    return last
+            await anyio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last: {last!r}")
 
 
 def pid_alive(pid: int) -> bool:

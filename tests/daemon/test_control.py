@@ -23,6 +23,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from supervisord_lite import daemon_client
 from supervisord_lite.daemon.control import serve_control
 from supervisord_lite.errors import OperationFailed
+from tests.helpers import until
 
 STATUS: dict[str, Any] = {
     "release": "v1",
@@ -274,10 +275,12 @@ async def test_logs_follow_streams_until_the_client_goes_away(sock_path: Path) -
             for i in range(3):
                 assert await client.read() == {"line": f"web.1 | new {i}"}
         # the client left: its subscription is closed, and the next publish drops it
-        with anyio.fail_after(30):
-            while target.subscribers:
-                target.publish("web.1 | after")
-                await anyio.sleep(0.01)
+
+        def dropped() -> bool:
+            target.publish("web.1 | after")
+            return not target.subscribers
+
+        await until(dropped, what="the subscription to be dropped")
         async with Client.connect(sock_path) as other:
             assert (await other.ask({"cmd": "status"}))["ok"] is True
 
@@ -336,9 +339,10 @@ async def test_a_client_that_never_reads_is_dropped(
         # the server keeps answering others while it waits on the lazy one
         for _ in range(5):
             assert (await busy.ask({"cmd": "status"}))["ok"]
-        with anyio.fail_after(30):
-            while not any("did not read" in r.getMessage() for r in caplog.records):
-                await anyio.sleep(0.02)
+        await until(
+            lambda: any("did not read" in r.getMessage() for r in caplog.records),
+            what="the lazy client to be dropped",
+        )
         received = 0
         with contextlib.suppress(anyio.IncompleteRead, anyio.BrokenResourceError, OSError):
             while True:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from supervisord_lite.daemon.notify import (
@@ -24,7 +25,7 @@ from supervisord_lite.daemon.notify import (
     watchdog_usec,
 )
 from tests.daemon.conftest import Root, proc
-from tests.helpers import PY, SLEEP, wait_until
+from tests.helpers import PY, SLEEP, until, wait_until
 
 # What an app written for systemd does: '@' names the abstract namespace.
 SD_NOTIFY_CHILD = """
@@ -70,9 +71,7 @@ async def test_child_ready_and_status_from_a_real_process() -> None:
             proc.wait(timeout=30)
         assert child.ready
         assert child.sender_pid == proc.pid
-        with anyio.fail_after(30):
-            while child.status != "serving":
-                await anyio.sleep(0.01)
+        await until(lambda: child.status == "serving", what="STATUS=serving")
         # already ready: returns at once
         with anyio.fail_after(1):
             await child.wait_ready()
@@ -82,9 +81,7 @@ async def test_only_ready_equal_to_1_counts() -> None:
     async with open_child_notify("worker.1") as child:
         await run_child(SD_NOTIFY_CHILD, child.address, "READY=0\nSTATUS=a", "garbage\xff", "")
         await run_child(SD_NOTIFY_CHILD, child.address, "STATUS=b")
-        with anyio.fail_after(30):
-            while child.status != "b":
-                await anyio.sleep(0.01)
+        await until(lambda: child.status == "b", what="STATUS=b")
         assert not child.ready
 
 
@@ -99,7 +96,7 @@ async def test_wait_ready_raises_when_closed_first() -> None:
 
     async with anyio.create_task_group() as tg, open_child_notify("web.2") as child:
         tg.start_soon(waiter, child)
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()  # the waiter runs up to its wait, then we close
     assert len(errors) == 1
     with pytest.raises(anyio.ClosedResourceError):
         await child.wait_ready()
@@ -247,9 +244,7 @@ async def test_run_watchdog_pings_only_while_healthy(tmp_path: Path) -> None:
 
         async def asked_again(times: int) -> None:
             mark = asked
-            with anyio.fail_after(30):
-                while asked < mark + times:
-                    await anyio.sleep(0.01)
+            await until(lambda: asked >= mark + times, what=f"{times} more health checks")
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(run_watchdog, notifier, is_healthy)
@@ -276,9 +271,7 @@ async def test_datagrams_from_another_uid_are_ignored() -> None:
     async with open_child_notify("web.1") as child:
         await run_child(as_nobody, child.address, "STATUS=forged\nREADY=1")
         await run_child(SD_NOTIFY_CHILD, child.address, "STATUS=real")
-        with anyio.fail_after(30):
-            while child.status != "real":
-                await anyio.sleep(0.01)
+        await until(lambda: child.status == "real", what="STATUS=real")
         assert not child.ready
 
 
@@ -300,9 +293,7 @@ async def test_the_watchdog_stops_for_good_when_a_vital_task_ends(
 
     async def asked_again(times: int) -> None:
         mark = asked
-        with anyio.fail_after(30):
-            while asked < mark + times:
-                await anyio.sleep(0.01)
+        await until(lambda: asked >= mark + times, what=f"{times} more health checks")
 
     async def reaper() -> None:
         with vitals.vital("reaper"):
@@ -325,9 +316,7 @@ async def test_the_watchdog_stops_for_good_when_a_vital_task_ends(
             await asked_again(3)
             assert drain(sock)
             end.set()
-            with anyio.fail_after(30):
-                while not vitals.lost:
-                    await anyio.sleep(0.01)
+            await until(lambda: vitals.lost, what="the lost vital task")
             assert vitals.lost == ["reaper"]
             drain(sock)
             await asked_again(3)
@@ -342,12 +331,12 @@ async def test_the_watchdog_stops_for_good_when_a_vital_task_ends(
 async def test_a_vital_task_may_end_once_the_daemon_stops() -> None:
     vitals = Vitals()
     with vitals.vital("supervisor loop"):
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
     assert not vitals.healthy()
     vitals = Vitals()
     vitals.stopping()
     with vitals.vital("supervisor loop"):
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
     with pytest.raises(RuntimeError), vitals.vital("reaper"):
         raise RuntimeError("after stopping, an exception is not a death either")
     assert vitals.healthy()

@@ -7,6 +7,7 @@ import os
 import anyio
 
 from supervisord_lite.daemon.output import MAX_LINE, Output, Ring
+from tests.helpers import until
 
 
 def test_the_log_ring_is_bounded_in_lines_and_in_size() -> None:
@@ -31,9 +32,8 @@ async def test_the_shared_reader_joins_split_lines_splits_long_ones_and_flushes_
             tg.start_soon(output.run_writer)
             pipe = output.watch("web.1", r)
             os.write(w, b"one\ntw")
-            with anyio.fail_after(30):
-                while not output.tail("web.1", 1):  # the reader task, not wait_eof, got it
-                    await anyio.sleep(0.01)
+            # the reader task, not wait_eof, got it
+            await until(lambda: output.tail("web.1", 1), what="the first line")
             more = b"o\r\n" + b"x" * (MAX_LINE + 10) + b"\nlast"  # more than a pipe holds
             await anyio.to_thread.run_sync(os.write, w, more)
             os.close(w)

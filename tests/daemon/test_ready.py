@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import pytest
 
 from supervisord_lite.daemon.notify import open_child_notify
@@ -21,25 +21,13 @@ from supervisord_lite.daemon.ready import (
     split_host_port,
 )
 from supervisord_lite.manifest import ReadyCheck
-from tests.helpers import PY, pid_alive
+from tests.helpers import PY, pid_alive, until
 
 
 def context(tmp_path: Path, **env: str) -> ReadyContext:
     return ReadyContext(
         name="web.1", cwd=tmp_path, env={"PATH": os.environ["PATH"], **env}, notify=None
     )
-
-
-async def eventually(predicate: Callable[[], object], what: str, timeout: float = 30) -> None:
-    with anyio.move_on_after(timeout):
-        while True:
-            try:
-                if predicate():
-                    return
-            except OSError:  # a file the probe has not written yet
-                pass
-            await anyio.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 async def test_after_sleeps_its_seconds(tmp_path: Path) -> None:
@@ -155,11 +143,11 @@ async def test_cancelled_cmd_kills_its_process_group(tmp_path: Path) -> None:
     check = ReadyCheck("cmd", target=command)
     async with anyio.create_task_group() as tg:
         tg.start_soon(ReadyRegistry().wait_ready, check, context(tmp_path))
-        await eventually(lambda: (tmp_path / "probe.pid").read_text().strip(), "the probe")
-        await eventually(lambda: (tmp_path / "gc.pid").read_text().strip(), "the grandchild")
+        await until(lambda: (tmp_path / "probe.pid").read_text().strip(), what="the probe")
+        await until(lambda: (tmp_path / "gc.pid").read_text().strip(), what="the grandchild")
         tg.cancel_scope.cancel()
     pids = [int((tmp_path / n).read_text()) for n in ("probe.pid", "gc.pid")]
-    await eventually(lambda: not any(pid_alive(p) for p in pids), "probe processes to die")
+    await until(lambda: not any(pid_alive(p) for p in pids), what="probe processes to die")
 
 
 async def test_notify_check_waits_for_the_child(tmp_path: Path) -> None:
@@ -190,7 +178,7 @@ async def test_notify_check_fails_without_socket_or_when_closed(tmp_path: Path) 
 
     async with anyio.create_task_group() as tg, open_child_notify("web.1") as notify:
         tg.start_soon(probe, ReadyContext("web.1", tmp_path, {}, notify))
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()  # the probe runs up to its wait, then we close
     assert len(failures) == 1
     assert "closed before READY=1" in str(failures[0])
 

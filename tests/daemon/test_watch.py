@@ -15,7 +15,7 @@ import pytest
 from supervisord_lite.daemon.watch import STEP_MS, watch_current
 from supervisord_lite.fsatomic import replace_symlink
 from tests.daemon.conftest import Root, proc, running
-from tests.helpers import SLEEP, run_brr, wait_until
+from tests.helpers import SLEEP, run_brr, until, wait_until
 
 
 def make_root(path: Path) -> Path:
@@ -55,9 +55,7 @@ async def test_only_current_wakes_the_callback(tmp_path: Path) -> None:
         (root / "run" / "children.json").write_text("[]")
         (root / "releases" / "v3").mkdir()
         replace_symlink(root / "current", "releases/v2")  # the marker that ends the wait
-        with anyio.fail_after(10):
-            while calls == 0:
-                await anyio.sleep(0.02)
+        await until(lambda: calls, timeout=10, what="the reload callback")
         tg.cancel_scope.cancel()
     assert calls == 1
 
