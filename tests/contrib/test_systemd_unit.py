@@ -18,7 +18,7 @@ def test_unit_declares_notify_reload_and_hardening() -> None:
     for line in (
         "Type=notify",
         "NotifyAccess=main",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecReload=/usr/local/bin/supervisord-lite reload --root ${BRR_ROOT} --wait --timeout 140",
         "Restart=on-failure",
         "KillMode=mixed",
         "NoNewPrivileges=yes",
