@@ -67,6 +67,13 @@ def serving(box: Box, release: str, *, timeout: float = 90.0) -> str:
     )
 
 
+def back_to_v2(box: Box) -> None:
+    """The operator's way out of a failed test of a refused deploy, so that the tests after
+    it do not fail for its reason."""
+    if current(box) != "v2" or " from v2 " not in curl(box):
+        box.sh(f"brr-release --root {ROOT} rollback v2 --wait", check=False)
+
+
 def test_docs_hold_every_command_the_test_runs() -> None:
     text = OPERATIONS.read_text()
     missing = [command for command in INSTALL if command not in text]
@@ -147,19 +154,25 @@ def test_reload_after_a_broken_deploy_fails_and_the_old_release_serves(host: Hos
 def test_restart_after_a_refused_deploy_serves_the_last_good_release(host: Host) -> None:
     # the reboot case: `current` names v3, which the daemon refused above
     box = host.box
-    box.sh(f"systemctl restart {UNIT}")
-    assert is_active(box) == "active"
-    serving(box, "v2", timeout=30)
-    line = status_line(box)
-    assert "v3" in line and "v2" in line, line
+    try:
+        box.sh(f"systemctl restart {UNIT}")
+        assert is_active(box) == "active"
+        serving(box, "v2", timeout=30)
+        line = status_line(box)
+        assert "v3" in line and "v2" in line, line
+    finally:
+        back_to_v2(box)
 
 
 def test_deploy_wait_refused_moves_current_back(host: Host) -> None:
     box = host.box
-    deploy = box.sh(f"brr-release --root {ROOT} deploy /srv/broken --wait", check=False)
-    assert deploy.returncode == 1, deploy.stdout + deploy.stderr
-    assert current(box) == "v2"
-    assert curl(box).startswith("hi from v2 "), curl(box)
+    try:
+        deploy = box.sh(f"brr-release --root {ROOT} deploy /srv/broken --wait", check=False)
+        assert deploy.returncode == 1, deploy.stdout + deploy.stderr
+        assert current(box) == "v2"
+        assert curl(box).startswith("hi from v2 "), curl(box)
+    finally:
+        back_to_v2(box)
 
 
 def test_kill_9_of_the_daemon_restarts_it_and_leaves_nothing_of_the_old_tree(
