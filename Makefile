@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench bench-quick chaos clean
+.PHONY: venv test test-systemd lint demo bench bench-quick chaos clean
 
 venv: $(STAMP)
 
@@ -18,8 +18,13 @@ lint: venv
 	$(BIN)/ruff check supervisord_lite tests $(wildcard bench chaos contrib)
 	$(BIN)/mypy
 
+# tests/systemd boots a real systemd in throwaway namespaces (root only, about 80 s here):
+# its own target, which .ci/run calls after this one.
 test: venv lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --ignore=tests/systemd
+
+test-systemd: venv
+	$(BIN)/python -m pytest tests/systemd
 
 demo: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash contrib/demo.sh

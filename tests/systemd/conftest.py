@@ -66,6 +66,19 @@ class Host:
         self.box = box
 
 
+def missing_tools() -> str | None:
+    """What the operator's commands need in the box, from the host's (read-only) /usr."""
+    for tool in ("curl", "useradd", "ps"):
+        if shutil.which(tool) is None:
+            return f"{tool} not installed"
+    venv = subprocess.run(
+        ["/usr/bin/python3.11", "-c", "import ensurepip"], capture_output=True, timeout=60
+    )
+    if venv.returncode != 0:
+        return "/usr/bin/python3.11 with its venv module (python3.11-venv) not installed"
+    return None
+
+
 def build_wheelhouse(dest: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-build-isolation",
@@ -98,7 +111,7 @@ def boot(layers: Path) -> Box:
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
-    reason = cannot_boot_reason()
+    reason = cannot_boot_reason() or missing_tools()
     if reason:
         pytest.skip(f"cannot boot systemd here: {reason}")
     scratch = tmp_path_factory.mktemp("sd")
