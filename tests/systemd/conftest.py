@@ -71,6 +71,8 @@ def missing_tools() -> str | None:
     for tool in ("curl", "useradd", "ps"):
         if shutil.which(tool) is None:
             return f"{tool} not installed"
+    if not Path("/usr/bin/python3.11").exists():
+        return "/usr/bin/python3.11 not installed"
     venv = subprocess.run(
         ["/usr/bin/python3.11", "-c", "import ensurepip"], capture_output=True, timeout=60
     )
