@@ -228,8 +228,8 @@ class Daemon:
             self.request_shutdown()
             return
         self.state = "running"
+        self._tell_status()  # before READY=1: systemctl start then shows it at once
         self.notifier.ready()  # the release runs, or the fallback does
-        self._tell_status()
         while True:
             await self._inbox.get()
             await self._reload()
