@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from supervisord_lite import daemon_client, fsatomic, ledger
+from supervisord_lite import daemon_client, fsatomic, ledger, refusals
 from supervisord_lite.errors import NO_SPACE, BadInput, OperationFailed
 from supervisord_lite.layout import DeployRoot, check_release_id
 from supervisord_lite.manifest import Release, load_release
@@ -32,6 +32,14 @@ OUTPUT_TAIL = 4000
 # seconds --wait gives a daemon that is not running yet to appear: generous, since a
 # daemon started a moment before on a loaded host may need several to import and bind
 GRACE = 15.0
+
+
+class SwitchRefused(OperationFailed):
+    """The daemon refused the release; `running` is what it runs instead."""
+
+    def __init__(self, message: str, *, refused: str, running: str | None, reason: str) -> None:
+        super().__init__(message)
+        self.refused, self.running, self.reason = refused, running, reason
 
 
 @dataclass(frozen=True)
@@ -81,12 +89,17 @@ def run_release_command(root: DeployRoot, release: Release) -> None:
 
 
 def previous_active(root: DeployRoot) -> str | None:
-    """The release that was active before the current one, if it still exists."""
+    """The release that was active before the current one, if it still exists.
+
+    A refused release is never the answer: rolling back to what the daemon would not
+    run is the one rollback that cannot help.
+    """
     current = root.current_release_id()
-    history = ledger.activation_history(ledger.read_ledger(root.ledger).entries)
+    entries = ledger.read_ledger(root.ledger).entries
+    refused = refusals.refused_releases(root, entries)
     on_disk = set(root.release_ids())
-    for rid in reversed(history):
-        if rid != current and rid in on_disk:
+    for rid in reversed(ledger.activation_history(entries)):
+        if rid != current and rid in on_disk and rid not in refused:
             return rid
     return None
 
@@ -167,9 +180,13 @@ def wait_for_daemon(root: DeployRoot, release_id: str, since: float, timeout: fl
             if outcome is True:
                 return
             if isinstance(outcome, str):
-                running = status.get("release") or "nothing"
-                raise OperationFailed(
-                    f"daemon did not switch to {release_id}: {outcome}; still running {running}"
+                running = status.get("release")
+                raise SwitchRefused(
+                    f"daemon did not switch to {release_id}: {outcome}; "
+                    f"still running {running or 'nothing'}",
+                    refused=release_id,
+                    running=running if isinstance(running, str) else None,
+                    reason=outcome,
                 )
         time.sleep(0.1)
     raise OperationFailed(
@@ -208,5 +225,25 @@ def signal_and_wait(
     """After activation: SIGHUP the daemon, and with wait, block until it settled."""
     pid = signal_daemon(root) if send_signal else None
     if wait:
-        wait_for_daemon(root, release_id, since, timeout)
+        try:
+            wait_for_daemon(root, release_id, since, timeout)
+        except SwitchRefused as exc:
+            raise undo_refused(root, exc) from None
     return pid
+
+
+def undo_refused(root: DeployRoot, refused: SwitchRefused) -> OperationFailed:
+    """current back on the release that runs, the refusal in the ledger; the error to raise."""
+    running = refused.running
+    if running is None:
+        return OperationFailed(f"{refused.message}; current stays at {refused.refused}")
+    try:
+        refusals.revert_current(root, refused.refused, running, refused.reason)
+    except OSError as exc:
+        return OperationFailed(
+            f"{refused.message}; current stays at {refused.refused} "
+            f"(cannot move it back: {exc.strerror or exc}); "
+            f"run `brr-release activate {running}`"
+        )
+    where = root.current_release_id()
+    return OperationFailed(f"{refused.message}; current is {where or 'unset'}")

@@ -63,6 +63,15 @@ def activation_options(p: argparse.ArgumentParser, *, with_flag: bool) -> None:
     p.add_argument("--timeout", type=float, default=DEFAULT_WAIT, metavar="S")
 
 
+def from_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--from",
+        dest="from_id",
+        metavar="ID",
+        help="start from this release (default: the current one, else the newest)",
+    )
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = Parser(prog=PROG, parents=[common()], description="Build and release stages.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -80,9 +89,11 @@ def make_parser() -> argparse.ArgumentParser:
     for name, meta in (("set", "K=V"), ("unset", "K")):
         q = csub.add_parser(name, parents=c)
         q.add_argument("items", nargs="+", metavar=meta)
+        from_option(q)
         activation_options(q, with_flag=True)
     p = sub.add_parser("scale", parents=c, help="a new release with a changed formation")
     p.add_argument("items", nargs="+", metavar="TYPE=N")
+    from_option(p)
     activation_options(p, with_flag=True)
     p = sub.add_parser("activate", parents=c, help="make a release current")
     p.add_argument("release_id", metavar="ID")
@@ -195,12 +206,19 @@ def finish_activation(
         timeout=args.timeout,
         since=since,
     )
-    return {"previous": activation.previous, "signalled": pid, "waited": bool(args.wait)}
+    return {
+        "previous": activation.previous,
+        "signalled": pid,
+        "waited": bool(args.wait),
+        "no_signal": bool(args.no_signal),
+    }
 
 
 def signal_note(data: dict[str, Any]) -> str:
     if data.get("signalled"):
         return f"; daemon pid {data['signalled']} signalled"
+    if data.get("no_signal"):
+        return "; the daemon was not signalled (--no-signal)"
     return "; no daemon running" if not data.get("waited") else ""
 
 
@@ -215,12 +233,16 @@ def cmd_config(root: DeployRoot, args: argparse.Namespace) -> Result:
     else:
         change = rel.ConfigChange(unsets=tuple(args.items))
     change.apply({})  # refuse bad names and missing '=' before taking the lock
-    return new_release_then(root, args, lambda: rel.release_with_config(root, change))
+    return new_release_then(
+        root, args, lambda: rel.release_with_config(root, change, args.from_id)
+    )
 
 
 def cmd_scale(root: DeployRoot, args: argparse.Namespace) -> Result:
     formation = rel.parse_formation(tuple(args.items))
-    return new_release_then(root, args, lambda: rel.release_with_scale(root, formation))
+    return new_release_then(
+        root, args, lambda: rel.release_with_scale(root, formation, args.from_id)
+    )
 
 
 def activate_and_report(

@@ -167,7 +167,7 @@ def run_daemon(args: argparse.Namespace) -> int:
         killed = kill_previous(record, root.builds)
         if killed:
             logging.getLogger(PROG).warning("killed %d process(es) a previous daemon left", killed)
-        release = load_first(root)
+        start = load_first(root)
         become_subreaper()
         services = Services(
             root=root,
@@ -179,7 +179,7 @@ def run_daemon(args: argparse.Namespace) -> int:
         )
         runners = plugin_runners(services.bus, plugins)
         daemon = Daemon(root, services, runners=runners, watch=args.watch, early=pending)
-        anyio.run(daemon.run, release)
+        anyio.run(daemon.run, start)
     return daemon.exit_code
 
 

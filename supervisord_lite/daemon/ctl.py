@@ -187,6 +187,18 @@ def format_status(status: dict[str, Any]) -> str:
             f"rejected: {cell(rejected.get('id'))} at {format_time(rejected.get('at'))}: "
             f"{rejected.get('error')}"
         )
+    fallback = status.get("fallback")
+    if isinstance(fallback, dict):
+        lines.append(
+            f"current {cell(fallback.get('current'))} not run ({fallback.get('reason')}): "
+            f"FALLING BACK to last-good {cell(fallback.get('running'))}"
+        )
+    for refusal in status.get("refused") or []:
+        if isinstance(refusal, dict):
+            lines.append(
+                f"refused: {cell(refusal.get('id'))} at {format_time(refusal.get('at'))}: "
+                f"{refusal.get('reason')}"
+            )
     return "\n".join(lines)
 
 
@@ -208,16 +220,17 @@ def reload_outcome(status: dict[str, Any], current: str | None, since: float) ->
     rejected = status.get("rejected")
     switched = isinstance(last, dict) and number(last.get("finished_at")) >= since
     refused = isinstance(rejected, dict) and number(rejected.get("at")) >= since
-    if running == current and current is not None:
-        return ""
-    if not (switched or refused):
-        return None
+    # failures first: the daemon moves current back to what runs after a refusal, and
+    # then running == current would read as a success
     if refused:
         assert isinstance(rejected, dict)
         return f"the daemon rejected {rejected.get('id') or 'current'}: {rejected.get('error')}"
-    assert isinstance(last, dict)
-    if not last.get("ok"):
+    if switched and isinstance(last, dict) and not last.get("ok"):
         return f"the switch to {last.get('to')} failed: {last.get('error')}"
+    if running == current and current is not None:
+        return ""
+    if not switched:
+        return None
     return f"the daemon runs {cell(running)}, but current is {cell(current)}"
 
 

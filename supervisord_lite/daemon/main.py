@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
+from supervisord_lite import refusals
 from supervisord_lite.daemon.bus import (
     DaemonStarted,
     DaemonStopping,
@@ -51,8 +52,15 @@ from supervisord_lite.daemon.generation import Generation, NotReady, shared_addr
 from supervisord_lite.daemon.notify import SystemdNotifier, Vitals, run_watchdog
 from supervisord_lite.daemon.output import Output
 from supervisord_lite.daemon.process import Process, Services
+from supervisord_lite.daemon.refusing import accept, refuse
 from supervisord_lite.daemon.sockets import SocketBindError
-from supervisord_lite.daemon.startup import load_manifest, seal_inherited_fds
+from supervisord_lite.daemon.startup import (
+    Fallback,
+    Start,
+    load_last_good,
+    load_manifest,
+    seal_inherited_fds,
+)
 from supervisord_lite.daemon.states import ProcState
 from supervisord_lite.daemon.status import Rejection, SwitchRecord, snapshot, status_text
 from supervisord_lite.daemon.switch import switch
@@ -113,6 +121,7 @@ class Daemon:
         self.generations: list[Generation] = []
         self.last_switch: SwitchRecord | None = None
         self.rejected: Rejection | None = None
+        self.fallback: Fallback | None = None  # last-good runs instead of current
         self._inbox = Inbox()
         self._shutdown = anyio.Event()
         self._gens: anyio.abc.TaskGroup | None = None
@@ -122,8 +131,9 @@ class Daemon:
 
     # --- the tree -------------------------------------------------------------------------
 
-    async def run(self, first: Release) -> None:
+    async def run(self, start: Start) -> None:
         """Run until shutdown; every process is stopped when this returns."""
+        first, self.fallback = start.release, start.fallback
         sealed = seal_inherited_fds()
         if sealed:
             log.info("inherited fd %s: kept from children", ", ".join(map(str, sealed)))
@@ -211,30 +221,87 @@ class Daemon:
                 self.output.reopen()
 
     async def _run_loop(self, first: Release) -> None:
-        # loaded comes before the spawns it causes: subscribers see cause, then effects
-        self.bus.publish(ReleaseLoaded(first.id, first.build))
-        try:
-            generation = await self.start_generation(first)
-        except NotReady as exc:
-            log.error("cannot start %s: %s", first.id, exc)
+        if self.fallback is not None:
+            await self._refused_at_boot(self.fallback)
+        if not await self._boot(first):
             self.exit_code = 1
             self.request_shutdown()
             return
-        self.active = generation
-        log.info("running %s (build %s)", first.id, first.build)
-        try:
-            await generation.wait_ready()
-            self._mark_good(first)
-        except NotReady as exc:
-            log.error("%s is not ready: %s", first.id, exc)
-            assert self._loop is not None
-            self._loop.start_soon(self._mark_good_once_running, generation)
         self.state = "running"
-        self.notifier.ready()
-        self.notifier.status(status_text(self.state, self.active))
+        self._tell_status()  # before READY=1: systemctl start then shows it at once
+        self.notifier.ready()  # the release runs, or the fallback does
         while True:
             await self._inbox.get()
             await self._reload()
+
+    async def _refused_at_boot(self, fallback: Fallback) -> None:
+        if fallback.current_id is not None:
+            await refuse(self.root, fallback.current_id, fallback.reason, fallback.running_id)
+
+    async def _boot(self, first: Release) -> bool:
+        """Start the first release; a new one that never gets ready gives way to last-good.
+
+        A release counts as new when it is not run/last-good: it never ran here. It gives
+        way at its first failed start (an exit before ready, a missed ready timeout), the
+        same rule as a start-first switch. A release that ran before is kept and retried
+        with backoff, since its failure is more likely the host's (a database not up yet).
+        """
+        try:
+            generation = await self._start_release(first)
+        except NotReady as exc:
+            log.error("cannot start %s: %s", first.id, exc)
+            return False
+        try:
+            await generation.wait_ready()
+            await self._accepted(first)
+            return True
+        except NotReady as exc:
+            reason = str(exc)
+        last_good = None if self.fallback else self._last_good_instead_of(first, reason)
+        if last_good is None:
+            log.error("%s is not ready: %s", first.id, reason)
+            assert self._loop is not None
+            self._loop.start_soon(self._mark_good_once_running, generation)
+            return True
+        self.fallback = Fallback(first.id, last_good.id, f"never got ready: {reason}")
+        log.error("%s", self.fallback.text())
+        await self.retire_generation(generation)
+        await self._refused_at_boot(self.fallback)
+        try:
+            generation = await self._start_release(last_good)
+        except NotReady as exc:
+            log.error("cannot start %s: %s", last_good.id, exc)
+            return False
+        try:
+            await generation.wait_ready()
+        except NotReady as exc:
+            log.error("%s is not ready either: %s", last_good.id, exc)
+            assert self._loop is not None
+            self._loop.start_soon(self._mark_good_once_running, generation)
+        return True
+
+    async def _start_release(self, release: Release) -> Generation:
+        # loaded comes before the spawns it causes: subscribers see cause, then effects
+        self.bus.publish(ReleaseLoaded(release.id, release.build))
+        generation = await self.start_generation(release)
+        self.active = generation
+        log.info("running %s (build %s)", release.id, release.build)
+        return generation
+
+    def _last_good_instead_of(self, release: Release, reason: str) -> Release | None:
+        """run/last-good's release when it is another one than release and loads."""
+        try:
+            last_good = load_last_good(self.root, reason)
+        except BrrError as exc:
+            log.error("no fallback for %s: %s", release.id, exc.message)
+            return None
+        return last_good if last_good is not None and last_good.id != release.id else None
+
+    def _tell_status(self) -> None:
+        text = status_text(self.state, self.active)
+        if self.fallback is not None:
+            text += "; " + self.fallback.text()
+        self.notifier.status(text)
 
     async def _reload(self) -> None:
         try:
@@ -244,6 +311,8 @@ class Daemon:
             log.error("reload: current is invalid, keeping %s: %s", kept, exc.message)
             self.rejected = Rejection(time.time(), self.root.current_release_id(), exc.message)
             self.bus.publish(ReloadRejected(self.rejected.id, exc.message))
+            if self.rejected.id is not None:
+                await refuse(self.root, self.rejected.id, exc.message, kept)
             return
         old = self.active.release if self.active else None
         if old is not None and (old.id, old.digest) == (new.id, new.digest):
@@ -257,9 +326,13 @@ class Daemon:
         finally:
             self.state = "running"
         if self.last_switch.ok:
-            self._mark_good(new)
+            self.fallback = None
+            await self._accepted(new)
+        else:
+            running = self.active.release.id if self.active else None
+            await refuse(self.root, new.id, self.last_switch.error or "failed", running)
         self.notifier.ready()
-        self.notifier.status(status_text(self.state, self.active))
+        self._tell_status()
 
     async def _mark_good_once_running(self, generation: Generation) -> None:
         """A first release that comes up late is still good once it is all RUNNING."""
@@ -267,6 +340,10 @@ class Daemon:
             await generation.wait_changed()
         if generation is self.active:
             self._mark_good(generation.release)
+
+    async def _accepted(self, release: Release) -> None:
+        self._mark_good(release)
+        await accept(self.root, release.id)
 
     def _mark_good(self, release: Release) -> None:
         try:
@@ -315,6 +392,8 @@ class Daemon:
             generations=self.generations,
             last_switch=self.last_switch,
             rejected=self.rejected,
+            fallback=self.fallback.to_data() if self.fallback else None,
+            refused=[r.to_data() for r in refusals.read_daemon_records(self.root).values()],
         )
 
     def request_reload(self) -> None:

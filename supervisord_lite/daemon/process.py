@@ -142,6 +142,14 @@ class Process:
     def __post_init__(self) -> None:
         self.name = f"{self.spec.type}.{self.index}"
 
+    def done(self) -> bool:
+        """It exited 0 and its restart policy leaves it: a one-shot that did its job."""
+        return self.state is ProcState.EXITED and self.exit_code == 0 and self.error is None
+
+    def settled(self) -> bool:
+        """RUNNING, or done: what a switch or a boot waits for."""
+        return self.state is ProcState.RUNNING or self.done()
+
     def uptime(self) -> float | None:
         return round(time.monotonic() - self.spawned_at, 3) if self.pid else None
 
@@ -376,6 +384,14 @@ class Process:
             self._apply(ProcEvent.HALTED)
             return
         now = time.monotonic()
+        success = code == 0 and not not_ready
+        policy = self.spec.restart
+        if success and policy in ("never", "on-failure"):
+            # a one-shot (a cache warm-up) that exits 0 did its job: not a failed start
+            log.info("%s: done (exit code 0); restart policy %s", self.name, policy)
+            self.error = None
+            self._apply(ProcEvent.DONE)
+            return
         failed_start = not_ready or was is ProcState.STARTING
         if was is ProcState.RUNNING and now - self.ready_at >= STABLE:
             self.crashes = 0  # a stable run ends the streak: this exit starts a new one
@@ -388,9 +404,7 @@ class Process:
                 self.error = error or f"exited with code {code} before it was ready"
         else:
             self.error = f"exited with code {code} after it was ready"
-        success = code == 0 and not not_ready
-        policy = self.spec.restart
-        if policy == "never" or (policy == "on-failure" and success):
+        if policy == "never":
             log.info("%s: exited with code %d; restart policy %s", self.name, code, policy)
             self._apply(ProcEvent.DONE)
         elif failed_start and self.failures >= MAX_FAILED:

@@ -219,10 +219,20 @@ def test_status_json_has_exactly_the_contract_shape(droot: Root, daemon: Any) ->
     )
     assert res.returncode == 0, res.stderr
     st = json.loads(res.stdout)
-    assert set(st) == {"release", "build", "state", "processes", "last_switch", "rejected"}
+    assert set(st) == {
+        "release",
+        "build",
+        "state",
+        "processes",
+        "last_switch",
+        "rejected",
+        "fallback",
+        "refused",
+    }
     assert st["release"] == "v1" and st["build"].startswith("b-")
     assert st["state"] in ("starting", "running")
     assert st["last_switch"] is None and st["rejected"] is None
+    assert st["fallback"] is None and st["refused"] == []
     keys = {"name", "type", "release", "pid", "state", "restarts", "uptime", "exit_code"}
     assert [set(p) for p in st["processes"]] == [keys, keys]
     assert [p["name"] for p in st["processes"]] == ["web.1", "web.2"]
