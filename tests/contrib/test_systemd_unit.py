@@ -23,7 +23,8 @@ def test_unit_declares_notify_reload_and_hardening() -> None:
         "KillMode=mixed",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
-        "ReadWritePaths=/srv/%i/run /srv/%i/logs",
+        "ReadWritePaths=/srv/%i",
+        "ReadOnlyPaths=/srv/%i/builds /srv/%i/releases",
         "PrivateTmp=yes",
         "ProtectHome=yes",
     ):

@@ -38,8 +38,8 @@ INSTALL = (
 # hardening should stop it, says what happened, and stays up.
 PROBE = """\
 import errno, time
-for path in ["/srv/myapp/builds/probe", "/srv/myapp/releases/probe", "/srv/myapp/probe",
-             "/etc/probe", "/opt/probe", "/usr/local/probe", "/root/probe",
+for path in ["/srv/myapp/builds/probe", "/srv/myapp/releases/probe", "/etc/probe",
+             "/opt/probe", "/usr/local/probe", "/root/probe",
              "/srv/myapp/run/probe", "/srv/myapp/logs/probe", "/tmp/probe"]:
     try:
         with open(path, "w") as f:
