@@ -12,6 +12,7 @@ and its mounts die with the namespace.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -58,6 +59,13 @@ exec /usr/bin/env -i container=sdboot PATH=$SD_PATH /lib/systemd/systemd --syste
 """
 
 
+def _die_with_parent() -> None:
+    """In unshare, before exec: if the test process dies (even by SIGKILL), unshare gets
+    SIGKILL, and its --kill-child sends SIGKILL to the box's PID 1: no orphaned box."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 class BootError(RuntimeError):
     """systemd could not be booted here; the message says why."""
 
@@ -98,9 +106,9 @@ class Box:
         with self.log.open("ab") as out:
             self._proc = subprocess.Popen(
                 ["unshare", "--mount", "--pid", "--fork", "--net", "--uts", "--ipc",
-                 "--propagation", "private", "bash", "-c", _SCRIPT],
+                 "--propagation", "private", "--kill-child=SIGKILL", "bash", "-c", _SCRIPT],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=_die_with_parent,
             )  # fmt: skip
         self.pid = self._find_systemd(timeout)
         self._pidns = os.readlink(f"/proc/{self.pid}/ns/pid")
