@@ -51,7 +51,8 @@ mount -t tmpfs -o mode=0755 tmpfs /mnt/root/run
 mount -t tmpfs -o mode=1777 tmpfs /mnt/root/dev/shm
 mount -t proc proc /mnt/root/proc
 for u in $SD_MASK; do ln -sf /dev/null /mnt/root/etc/systemd/system/$u; done
-hostname sdbox
+# the box's own loopback, where the app listens (systemd brings it up too; this is earlier)
+ip link set lo up
 cd /mnt/root
 pivot_root . mnt
 umount -l /mnt
@@ -76,7 +77,7 @@ def cannot_boot_reason() -> str | None:
         return "booting systemd in namespaces needs root"
     if not SYSTEMD.exists():
         return f"{SYSTEMD} not found"
-    for tool in ("unshare", "nsenter", "pivot_root"):
+    for tool in ("unshare", "nsenter", "pivot_root", "ip"):
         if shutil.which(tool) is None:
             return f"{tool} not installed"
     probe = subprocess.run(
