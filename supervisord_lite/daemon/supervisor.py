@@ -112,8 +112,8 @@ class Supervisor:
 
     async def _run_loop(self, first: Release, loop: anyio.abc.TaskGroup) -> bool:
         """Boot, then serve requests until cancelled; False when nothing could start."""
-        if self.fallback is not None and self.fallback.current_id is not None:
-            fallback = self.fallback
+        fallback = self.fallback
+        if fallback is not None and fallback.current_id is not None:
             await refuse(self.root, fallback.current_id, fallback.reason, fallback.running_id)
         if not await self._boot(first, loop):
             return False
