@@ -138,7 +138,9 @@ def test_hardening_keeps_the_app_out_of_everything_but_run_and_logs(host: Host) 
 def test_reload_after_a_good_activate_returns_after_the_switch(host: Host) -> None:
     box = host.box
     box.sh(f"brr-release --root {ROOT} config set GREETING=hi")
-    box.sh(f"brr-release --root {ROOT} activate v2 --no-signal")
+    activate = box.sh(f"brr-release --root {ROOT} activate v2 --no-signal")
+    # a daemon runs: it was not signalled, which is not "none runs"
+    assert "no daemon running" not in activate.stdout + activate.stderr, activate.stdout
     reload = box.sh(f"systemctl reload {UNIT}", check=False)
     assert reload.returncode == 0, reload.stderr
     # no wait: once reload returned, the new release serves
