@@ -233,9 +233,7 @@ def cmd_config(root: DeployRoot, args: argparse.Namespace) -> Result:
     else:
         change = rel.ConfigChange(unsets=tuple(args.items))
     change.apply({})  # refuse bad names and missing '=' before taking the lock
-    return new_release_then(
-        root, args, lambda: rel.release_with_config(root, change, args.from_id)
-    )
+    return new_release_then(root, args, lambda: rel.release_with_config(root, change, args.from_id))
 
 
 def cmd_scale(root: DeployRoot, args: argparse.Namespace) -> Result:

@@ -81,6 +81,19 @@ class ProcessFatal(Event):
 
 
 @dataclass(frozen=True)
+class ProcessStateChanged(Event):
+    """Every transition of every process (states.TRANSITIONS), BACKOFF and STOPPING too."""
+
+    kind: ClassVar[str] = "process_state"
+    name: str
+    release: str
+    old: str
+    new: str
+    event: str
+    reason: str | None  # why it failed, when it did
+
+
+@dataclass(frozen=True)
 class SwitchStarted(Event):
     kind: ClassVar[str] = "switch_started"
     from_release: str | None
@@ -127,6 +140,7 @@ EVENT_KINDS: dict[str, type[Event]] = {
         ProcessReady,
         ProcessExited,
         ProcessFatal,
+        ProcessStateChanged,
         SwitchStarted,
         SwitchDone,
         SwitchFailed,
@@ -173,6 +187,11 @@ class EventBus:
                 sub.dropped += 1
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 self._subs.pop(name, None)
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether anyone listens: an event nobody gets need not even be made."""
+        return bool(self._subs)
 
     def dropped(self) -> dict[str, int]:
         return {name: sub.dropped for name, sub in self._subs.items()}
