@@ -23,6 +23,7 @@ from supervisord_lite.brr import activate as act
 from supervisord_lite.brr import build as bld
 from supervisord_lite.brr import importers, inspect, maintenance
 from supervisord_lite.brr import releases as rel
+from supervisord_lite.declaration import Declaration, declaration_warnings
 from supervisord_lite.errors import (
     NO_SPACE,
     BadInput,
@@ -50,7 +51,15 @@ def common() -> Parser:
 
 
 def release_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--env-file", action="append", default=[], type=Path, metavar="F")
+    p.add_argument(
+        "--env-file",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="F",
+        help="a .env file of KEY=VALUE lines; ${VAR} and $VAR stay literal (no expansion); "
+        "a bare KEY line sets nothing",
+    )
     p.add_argument("--set", action="append", default=[], metavar="K=V", dest="sets")
     p.add_argument("--unset", action="append", default=[], metavar="K", dest="unsets")
 
@@ -152,8 +161,14 @@ def share_with_group(root: DeployRoot, group: str) -> None:
         os.chmod(f, 0o660)
 
 
+def warn_declaration(decl: Declaration) -> None:
+    for line in declaration_warnings(decl):
+        print(f"{PROG}: warning: {line}", file=sys.stderr)
+
+
 def cmd_build(root: DeployRoot, args: argparse.Namespace) -> Result:
     info, reused = bld.build(root.require_initialized(), args.src.absolute())
+    warn_declaration(info.declaration)
     data = {"id": info.id, "digest": info.digest, "reused": reused}
     return data, info.id + (" (reused)" if reused else ""), 0
 
@@ -251,6 +266,7 @@ def cmd_deploy(root: DeployRoot, args: argparse.Namespace) -> Result:
     change = config_change(args)
     change.apply({})
     staged = bld.stage(root, args.src.absolute())
+    warn_declaration(staged.info.declaration)
     since = time.time()
     # publish, release and activate under one lock: a concurrent prune cannot remove
     # the build between its publish and its release

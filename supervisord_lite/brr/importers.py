@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from supervisord_lite.declaration import declaration_from_data, parse_procfile
+from supervisord_lite.declaration import FOREMAN_PORT, declaration_from_data, procfile_data
 from supervisord_lite.errors import BadInput
 from supervisord_lite.manifest import TYPE_NAME_RE
 
@@ -50,16 +50,26 @@ class Imported:
 def import_procfile(procfile: Path, env_file: Path | None) -> Imported:
     if not procfile.is_file():
         raise BadInput(f"{procfile}: no such file")
-    decl = parse_procfile(procfile.read_text("utf-8", "replace"), str(procfile))
-    data = {"processes": {n: {"cmd": p.cmd} for n, p in decl.processes.items()}}
+    data = procfile_data(procfile.read_text("utf-8", "replace"), str(procfile))
     out = Imported(data)
-    if env_file is not None:
-        if not env_file.is_file():
-            raise BadInput(f"{env_file}: no such file")
-        # config is not part of a build: it goes into the release
-        out.hints.append(
-            f"config stays out of the build: brr-release release --build ID --env-file {env_file}"
-        )
+    if "release_command" in data:
+        out.hints.append("release: is the release phase (release_command), not a process")
+    if "web" in data["processes"]:
+        out.hints.append(f"web gets PORT={FOREMAN_PORT} as with foreman (port: {FOREMAN_PORT})")
+    if env_file is None:
+        beside = procfile.parent / ".env"
+        if beside.is_file():
+            out.hints.append(
+                f"{beside} is not imported (config stays out of the build): pass it to the "
+                f"release: brr-release release --build ID --env-file {beside}"
+            )
+        return out
+    if not env_file.is_file():
+        raise BadInput(f"{env_file}: no such file")
+    # config is not part of a build: it goes into the release
+    out.hints.append(
+        f"config stays out of the build: brr-release release --build ID --env-file {env_file}"
+    )
     return out
 
 

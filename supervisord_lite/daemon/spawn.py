@@ -30,6 +30,7 @@ from pathlib import Path
 
 import anyio
 
+from supervisord_lite.declaration import exec_line
 from supervisord_lite.manifest import ProcessSpec, Release
 
 BASE_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ")
@@ -90,7 +91,7 @@ def child_env(
 
 
 def shell_argv(cmd: str, cwd: Path, *, listen: bool) -> tuple[str, ...]:
-    script = SHIM + (LISTEN_SHIM if listen else "") + "exec " + cmd
+    script = SHIM + (LISTEN_SHIM if listen else "") + exec_line(cmd)
     return (SHELL, "-c", script, "sh", str(cwd))
 
 
