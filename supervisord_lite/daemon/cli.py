@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from supervisord_lite.daemon.plugins import Plugin, PluginRunner
 
 PROG = "supervisord-lite"
+JSON_COMMANDS = ("status",)
 
 
 class OutputHandler(logging.Handler):
@@ -85,6 +86,10 @@ def byte_size(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog=PROG, description="the run stage: supervise a release")
     parser.add_argument("--root", help="deploy root (default: $BRR_ROOT)")
+    # `--json status` as brr-release takes it; SUPPRESS so that status's own --json is one
+    parser.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="status: JSON output"
+    )
     sub = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=Parser
     )
@@ -237,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args, extra = build_parser().parse_known_args(argv)
         if extra:  # argparse would name no command: only the subparser knew it
             raise BadInput(f"{args.command}: unrecognized arguments: {' '.join(extra)}")
+        if getattr(args, "json", False) and args.command not in JSON_COMMANDS:
+            raise BadInput(f"--json: only {', '.join(JSON_COMMANDS)} prints JSON")
         if args.command == "run":
             return run_daemon(args)
         return run_client_command(args)
