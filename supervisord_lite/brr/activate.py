@@ -41,10 +41,11 @@ class Activation:
     signalled_pid: int | None
 
 
-def release_command_env(release: Release) -> dict[str, str]:
+def release_command_env(root: DeployRoot, release: Release) -> dict[str, str]:
+    """The release phase's (and `run`'s) clean environment: base, config, ours on top."""
     env = {k: os.environ[k] for k in BASE_ENV if k in os.environ}
     env.update(release.config)
-    env.update(BRR_RELEASE=release.id, BRR_BUILD=release.build)
+    env.update(BRR_RELEASE=release.id, BRR_BUILD=release.build, BRR_SHARED=str(root.shared))
     return env
 
 
@@ -55,7 +56,7 @@ def run_release_command(root: DeployRoot, release: Release) -> None:
     proc = subprocess.run(
         ["/bin/sh", "-c", release.release_command],
         cwd=root.build_app(release.build),
-        env=release_command_env(release),
+        env=release_command_env(root, release),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -97,6 +98,7 @@ def activate(root: DeployRoot, release_id: str, *, event: str = "activate") -> A
     if not root.release_dir(release_id).is_dir():
         raise BadInput(f"no such release: {release_id}")
     release = load_release(root.release_manifest(release_id), builds_dir=root.builds)
+    root.shared.mkdir(exist_ok=True)  # a root made before shared/ existed
     run_release_command(root, release)
     previous = root.current_release_id()
     fsatomic.remove_stale_temps(root.path)

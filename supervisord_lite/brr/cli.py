@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 from supervisord_lite import fsatomic
 from supervisord_lite.brr import activate as act
 from supervisord_lite.brr import build as bld
-from supervisord_lite.brr import importers, inspect, maintenance
+from supervisord_lite.brr import importers, inspect, maintenance, oneoff
 from supervisord_lite.brr import releases as rel
 from supervisord_lite.declaration import Declaration, declaration_warnings
 from supervisord_lite.errors import (
@@ -114,6 +114,16 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", parents=c, help="remove old releases and unused builds")
     p.add_argument("--keep", type=int, required=True, metavar="N")
     sub.add_parser("verify", parents=c, help="recompute every digest")
+    p = sub.add_parser(
+        "run",
+        parents=c,
+        help="a one-off command in a release's app dir and environment",
+        description="Run CMD in the release's app directory with its config and a clean "
+        "environment (as the release phase has it); its exit code is run's. One argument "
+        "is a shell command line, several are run as they are.",
+    )
+    p.add_argument("--release", dest="release_id", metavar="ID", help="default: current")
+    p.add_argument("oneoff", nargs=argparse.REMAINDER, metavar="-- CMD ...")
     p = sub.add_parser("import", parents=c, help="a brr.yaml from a Procfile or supervisord.conf")
     isub = p.add_subparsers(dest="import_command", required=True, parser_class=Parser)
     q = isub.add_parser("procfile", parents=c, help="honcho/foreman Procfile (+ .env)")
@@ -133,7 +143,7 @@ Result = tuple[dict[str, Any], str, int]
 
 
 def cmd_init(root: DeployRoot, args: argparse.Namespace) -> Result:
-    for d in (root.path, root.builds, root.releases, root.run_dir, root.logs):
+    for d in (root.path, root.builds, root.releases, root.run_dir, root.logs, root.shared):
         d.mkdir(parents=True, exist_ok=True)
     with root.locked():
         root.ledger.touch(mode=0o640, exist_ok=True)
@@ -153,7 +163,7 @@ def share_with_group(root: DeployRoot, group: str) -> None:
         gid = grp.getgrnam(group).gr_gid
     except KeyError:
         raise BadInput(f"no such group: {group}") from None
-    for d in (root.path, root.builds, root.releases, root.run_dir, root.logs):
+    for d in (root.path, root.builds, root.releases, root.run_dir, root.logs, root.shared):
         os.chown(d, -1, gid)
         os.chmod(d, 0o2775)
     for f in (root.ledger, root.lock_file):
@@ -313,6 +323,13 @@ def cmd_verify(root: DeployRoot, args: argparse.Namespace) -> Result:
     return report.to_data(), "\n".join(lines), 0 if not report.problems else 1
 
 
+def cmd_run(root: DeployRoot, args: argparse.Namespace) -> Result:
+    command = list(args.oneoff)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    oneoff.exec_oneoff(oneoff.plan(root.require_initialized(), args.release_id, command))
+
+
 def cmd_import(args: argparse.Namespace) -> Result:
     if args.import_command == "procfile":
         imported = importers.import_procfile(args.file, args.env_file)
@@ -350,6 +367,7 @@ COMMANDS: dict[str, Callable[[DeployRoot, argparse.Namespace], Result]] = {
     "diff": cmd_diff,
     "prune": cmd_prune,
     "verify": cmd_verify,
+    "run": cmd_run,
 }
 
 

@@ -179,7 +179,7 @@ def run_daemon(args: argparse.Namespace) -> int:
             output=output,
             reaper=Reaper(record),
             ready=ready_registry(plugins),
-            base_env=base_env(os.environ, args.pass_env),
+            base_env=base_env(os.environ, args.pass_env) | {"BRR_SHARED": str(root.shared)},
             max_backoff=args.max_backoff,
         )
         runners = plugin_runners(services.bus, plugins)

@@ -41,18 +41,20 @@ def test_procfile_runs_as_foreman_runs_it(root: Path, tmp_path: Path, live_daemo
     out.mkdir()
     src = procfile_app(
         tmp_path / "src",
-        "release: echo release phase ran for $BRR_RELEASE\n"
+        "release: echo release phase ran for $BRR_RELEASE | tee -a $BRR_SHARED/phases\n"
         f"web: GREETING=hello {DUMP_ENV}\n"
         f"worker: GREETING='two words' TWO=\"a b\" {DUMP_ENV}\n",
     )
     deploy = run_brr(root, "deploy", str(src), "--set", f"OUT={out}", "--no-signal")
     assert "release phase ran for v1" in deploy.stderr
     shown = brr_json(root, "show", "v1")
-    assert shown["release_command"] == "echo release phase ran for $BRR_RELEASE"
+    assert shown["release_command"].startswith("echo release phase ran for $BRR_RELEASE")
+    assert (root / "shared" / "phases").read_text() == "release phase ran for v1\n"
     assert sorted(shown["processes"]) == ["web", "worker"], "release: is not a process"
     live_daemon(root)
     web = env_of(out, "web.1")
     assert (web["PORT"], web["GREETING"]) == ("5000", "hello")
+    assert web["BRR_SHARED"] == str(root / "shared")
     worker = env_of(out, "worker.1")
     assert (worker["GREETING"], worker["TWO"], worker["PORT"]) == ("two words", "a b", None)
 
