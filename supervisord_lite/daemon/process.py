@@ -235,7 +235,7 @@ class Process:
             return
         self._child = child
         output = self.services.output
-        pipe = output.watch(self.name, child.output_fd)
+        pipe = output.watch(self.name, child.output_fd, self.release.id)
         try:
             code = await self._wait_starting(child, ctx)
             del ctx  # its environment and paths are not kept for the whole run
