@@ -172,6 +172,9 @@ def format_status(status: dict[str, Any]) -> str:
     ]
     if len(rows) == 1:
         lines.append("(no processes)")
+    for p in status.get("processes") or []:
+        if p.get("note"):
+            lines.append(f"note: {cell(p.get('name'))}: {p['note']}")
     lines.append(f"release: {cell(status.get('release'))} (build {cell(status.get('build'))})")
     lines.append(f"state: {cell(status.get('state'))}")
     last = status.get("last_switch")

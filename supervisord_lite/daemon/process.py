@@ -81,6 +81,7 @@ class Services:
     sockets: SocketPool = field(default_factory=SocketPool)
     bus: EventBus = field(default_factory=EventBus)
     max_backoff: float = 30.0
+    notes: dict[int, str] = field(default_factory=dict)  # pid -> a warning for `status`
     _app_dirs: dict[str, Path] = field(default_factory=dict)
 
     def app_dir(self, build: str) -> Path:

@@ -40,14 +40,14 @@ class LiveDaemon:
 
 @pytest.fixture
 def live_daemon(tmp_path: Path) -> Iterator[Any]:
-    """live_daemon(root) starts the daemon on root and waits until it runs current."""
+    """live_daemon(root, *args) starts the daemon on root, waits until it runs current."""
     started: list[LiveDaemon] = []
 
-    def start(root: Path) -> LiveDaemon:
+    def start(root: Path, *args: str) -> LiveDaemon:
         out = tmp_path / f"daemon-{len(started)}.out"
         with out.open("ab") as f:
             proc = subprocess.Popen(
-                [DAEMON, "run", "--root", str(root)],
+                [DAEMON, "run", "--root", str(root), *args],
                 stdout=f,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
