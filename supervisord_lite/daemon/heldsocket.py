@@ -5,9 +5,10 @@ address again with SO_REUSEPORT, says READY=1 and counts as RUNNING, while the k
 hands part of the connections to the daemon's socket, where nobody accepts them. So,
 once a process that got LISTEN_FDS is ready (and once more a little later, for servers
 that bind after saying ready), its process tree's fds are read from /proc and every
-socket in LISTEN state that is not one the daemon holds is named: one warning line, a
-`held_socket_ignored` event, and a note in `status`. A process that listens on another
-port beside the held socket (an admin port) is named too: that is worth one line.
+TCP socket in LISTEN state (unix, for a unix socket) that is not one the daemon holds is
+named: one warning line, a `held_socket_ignored` event, and a note in `status`. A
+process that listens on another port beside the held socket (an admin port) is named
+too: that is worth one line.
 
 Read from /proc/<pid>/fd and /proc/<pid>/net/{tcp,tcp6,unix} (the process's own network
 namespace). A process tree that cannot be read (it exited, another user's) is skipped.
@@ -26,7 +27,6 @@ import anyio
 
 from supervisord_lite.daemon.bus import HeldSocketIgnored, ProcessExited, ProcessReady
 from supervisord_lite.daemon.process import Services
-from supervisord_lite.daemon.reaper import subtree
 
 log = logging.getLogger("supervisord_lite.daemon")
 
@@ -37,6 +37,7 @@ RECHECKS = (1.0, 5.0)
 TCP_LISTEN = "0A"
 UNIX_ACCEPTCON = 0x10000
 SOCKET_LINK_RE = re.compile(r"socket:\[(\d+)\]")
+MAX_TREE = 4096  # processes looked at in one tree: a fork bomb does not stall the check
 
 
 def tcp_address(hex_addr: str) -> str:
@@ -88,15 +89,39 @@ def was_handed_sockets(pid: int) -> bool:
         return False
 
 
+def subtree(pid: int) -> list[int]:
+    """pid and its descendants, from /proc/<pid>/task/*/children (no scan of every pid)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo and len(found) < MAX_TREE:
+        p = todo.pop()
+        found.append(p)
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{p}/task"):
+                with contextlib.suppress(OSError), open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+    return found
+
+
 def tree_listeners(pid: int, held: dict[int, str]) -> tuple[list[str], list[str]]:
-    """(addresses pid's tree listens on itself, held binds its tree has open)."""
+    """(addresses pid's tree listens on itself, held binds its tree has open).
+
+    Only listeners of the kind it was handed count (TCP for a TCP socket, unix for a
+    unix one): gunicorn's own control socket (`gunicorn.ctl`) is no reason to warn.
+    """
     inodes = socket_inodes(subtree(pid))
     handed = sorted({held[i] for i in inodes if i in held})
     own = inodes - held.keys()
     if not own:
         return [], handed
+    kinds = {is_unix(b) for b in (handed or held.values())}
     listening = listening_sockets(pid)
-    return sorted({listening[i] for i in own if i in listening}), handed
+    found = {listening[i] for i in own if i in listening}
+    return sorted(a for a in found if is_unix(a) in kinds), handed
+
+
+def is_unix(address: str) -> bool:
+    return address.startswith("unix:")
 
 
 class HeldSocketCheck:
@@ -120,12 +145,12 @@ class HeldSocketCheck:
     async def check_soon(self, event: ProcessReady) -> None:
         if not was_handed_sockets(event.pid):
             return
-        self.check(event)
+        await self.check(event)
         waited = 0.0
         for at in RECHECKS:
             await anyio.sleep(at - waited)
             waited = at
-            self.check(event)
+            await self.check(event)
 
     def held(self) -> dict[int, str]:
         """inode -> bind of every socket the daemon holds."""
@@ -135,11 +160,12 @@ class HeldSocketCheck:
                 out[os.fstat(sock.fileno()).st_ino] = bind
         return out
 
-    def check(self, event: ProcessReady) -> None:
+    async def check(self, event: ProcessReady) -> None:
         if event.pid in self.warned:
             return
-        own, handed = tree_listeners(event.pid, self.held())
-        if not own:
+        # /proc/net/tcp of a busy host is megabytes: read off the event loop
+        own, handed = await anyio.to_thread.run_sync(tree_listeners, event.pid, self.held())
+        if not own or event.pid in self.warned:
             return
         self.warned.add(event.pid)
         given = f"was handed {', '.join(handed)} but " if handed else ""
