@@ -126,6 +126,11 @@ def skip_word(cmd: str, i: int) -> int | None:
         c = cmd[i]
         if c == "\\":
             i += 2
+        elif cmd.startswith("${", i):
+            close = cmd.find("}", i + 2)
+            if close < 0:
+                return None
+            i = close + 1
         elif c == "'":
             close = cmd.find("'", i + 1)
             if close < 0:

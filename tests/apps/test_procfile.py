@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from supervisord_lite.declaration import exec_line
 from tests.helpers import PY, brr_json, run_brr, wait_until
 
 # writes its environment (the keys the test looks at) to $OUT/<BRR_PROCESS>.json
@@ -105,3 +107,14 @@ def test_env_file_is_literal_and_bare_keys_set_nothing(root: Path, app: Path) ->
     assert config == {"HOME_DIR": "/srv", "URL": "${HOME_DIR}/x", "PASSWORD": "pa$$word"}
     help_text = run_brr(root, "release", "--help").stdout
     assert "stay literal" in " ".join(help_text.split())
+
+
+def test_leading_assignments_reach_the_program_as_sh_reads_them() -> None:
+    cmd = "A=\"x y\" B='z' C=a\\ b D=${UNSET_HERE:-d e} E= printenv A B C D E"
+    line = exec_line(cmd)
+    assert line.startswith("A=") and " exec printenv" in line
+    out = subprocess.run(["/bin/sh", "-c", line], capture_output=True, text=True, timeout=30)
+    assert (out.returncode, out.stdout) == (0, "x y\nz\na b\nd e\n\n")
+    # no program after the assignments, or a form beyond the reader: left to the shell
+    assert exec_line("A=1") == "A=1"
+    assert exec_line("A=$(date) run") == "exec A=$(date) run"
