@@ -32,6 +32,9 @@ PORT_RE = re.compile(r"\$(PORT\b|\{PORT[}:-])")
 FOREMAN_PORT = 5000
 RELEASE_TYPE = "release"  # a Procfile's release phase, as Heroku has it
 DEFAULT_RELEASE_TIMEOUT = 600.0
+# the only variables of the daemon's (or brr-release's) own environment that a process,
+# the release phase and `brr-release run` get (SPEC "The run stage"): one definition
+BASE_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ")
 
 
 @dataclass(frozen=True)

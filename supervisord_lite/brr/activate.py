@@ -26,12 +26,11 @@ from typing import Any
 
 from supervisord_lite import daemon_client, fsatomic, ledger
 from supervisord_lite.brr.build import exit_text, load_build_meta
-from supervisord_lite.declaration import DEFAULT_RELEASE_TIMEOUT
+from supervisord_lite.declaration import BASE_ENV, DEFAULT_RELEASE_TIMEOUT
 from supervisord_lite.errors import NO_SPACE, BadInput, BrrError, OperationFailed
 from supervisord_lite.layout import DeployRoot, check_release_id
 from supervisord_lite.manifest import Release, load_release
 
-BASE_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ")
 TAIL = 200  # bytes of output kept: enough to know whether it printed anything
 KILL_GRACE = 5.0  # seconds a release phase's group gets between TERM and KILL
 # seconds --wait gives a daemon that is not running yet to appear: generous, since a

@@ -30,10 +30,9 @@ from pathlib import Path
 
 import anyio
 
-from supervisord_lite.declaration import exec_line
+from supervisord_lite.declaration import BASE_ENV, exec_line
 from supervisord_lite.manifest import ProcessSpec, Release
 
-BASE_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ")
 SHELL = "/bin/sh"
 SHIM = 'cd -- "$1" || exit 127\nshift\n'
 LISTEN_SHIM = "export LISTEN_PID=$$\n"
