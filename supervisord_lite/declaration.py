@@ -35,6 +35,10 @@ DEFAULT_RELEASE_TIMEOUT = 600.0
 # the only variables of the daemon's (or brr-release's) own environment that a process,
 # the release phase and `brr-release run` get (SPEC "The run stage"): one definition
 BASE_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ")
+# set for every process, the release phase and `run`: a build is read-only, but not to
+# root, and Python run as root would write __pycache__ into it (verify then fails).
+# Byte-compile at build time instead (`python -m compileall .`); config may override it.
+RUNTIME_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any
 
 from supervisord_lite import daemon_client, fsatomic, ledger
 from supervisord_lite.brr.build import exit_text, load_build_meta
-from supervisord_lite.declaration import BASE_ENV, DEFAULT_RELEASE_TIMEOUT
+from supervisord_lite.declaration import BASE_ENV, DEFAULT_RELEASE_TIMEOUT, RUNTIME_ENV
 from supervisord_lite.errors import NO_SPACE, BadInput, BrrError, OperationFailed
 from supervisord_lite.layout import DeployRoot, check_release_id
 from supervisord_lite.manifest import Release, load_release
@@ -47,7 +47,7 @@ class Activation:
 
 def release_command_env(root: DeployRoot, release: Release) -> dict[str, str]:
     """The release phase's (and `run`'s) clean environment: base, config, ours on top."""
-    env = {k: os.environ[k] for k in BASE_ENV if k in os.environ}
+    env = {k: os.environ[k] for k in BASE_ENV if k in os.environ} | RUNTIME_ENV
     env.update(release.config)
     env.update(BRR_RELEASE=release.id, BRR_BUILD=release.build, BRR_SHARED=str(root.shared))
     return env

@@ -37,6 +37,7 @@ from supervisord_lite.daemon.ready import ReadyRegistry
 from supervisord_lite.daemon.reaper import Reaper, become_subreaper, kill_previous
 from supervisord_lite.daemon.spawn import base_env
 from supervisord_lite.daemon.startup import load_first
+from supervisord_lite.declaration import RUNTIME_ENV
 from supervisord_lite.errors import BadInput, BrrError, ConfigMissing
 from supervisord_lite.layout import resolve_root
 
@@ -179,7 +180,9 @@ def run_daemon(args: argparse.Namespace) -> int:
             output=output,
             reaper=Reaper(record),
             ready=ready_registry(plugins),
-            base_env=base_env(os.environ, args.pass_env) | {"BRR_SHARED": str(root.shared)},
+            base_env=base_env(os.environ, args.pass_env)
+            | RUNTIME_ENV
+            | {"BRR_SHARED": str(root.shared)},
             max_backoff=args.max_backoff,
         )
         runners = plugin_runners(services.bus, plugins)

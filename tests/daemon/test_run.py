@@ -71,6 +71,7 @@ def test_child_environment_is_isolated(droot: Root, daemon: Any, tmp_path: Path)
         "BRR_BUILD",
         "BRR_PROCESS",
         "BRR_SHARED",
+        "PYTHONDONTWRITEBYTECODE",
         "PWD",
         "SHLVL",
         "_",
