@@ -79,22 +79,27 @@ def run_release_command(root: DeployRoot, release: Release) -> None:
         kill_group(proc)
     if proc.returncode == 0 and not timed_out:
         return
-    if timed_out:
-        why = f"was stopped after {timeout:g} s (release_timeout)"
-    else:
-        why = exit_text(proc.returncode)
+    raise phase_failed(root, release, proc.returncode, timeout if timed_out else None, tail)
+
+
+def phase_failed(
+    root: DeployRoot, release: Release, code: int, timed_out: float | None, tail: bytes
+) -> OperationFailed:
+    """Record a failed release phase in the ledger; the one line that says so."""
+    why = exit_text(code) if timed_out is None else f"was stopped after {timed_out:g} s"
     ledger.append(
         root.ledger,
         "release_command_failed",
         release.id,
-        exit_code=None if timed_out else proc.returncode,
+        exit_code=code if timed_out is None else None,
         command=release.release_command,
-        **({"timed_out": timeout} if timed_out else {}),
+        **({} if timed_out is None else {"timed_out": timed_out}),
     )
     current = root.current_release_id()
     still = f"current stays at {current}" if current else "nothing is active"
     above = " (its output is above)" if tail.strip() else ""
-    raise OperationFailed(f"release command of {release.id} {why}; {still}{above}")
+    where = "" if timed_out is None else " (release_timeout)"
+    return OperationFailed(f"release command of {release.id} {why}{where}; {still}{above}")
 
 
 def release_timeout(root: DeployRoot, release: Release) -> float:
