@@ -126,6 +126,18 @@ class ReloadRejected(Event):
 
 
 @dataclass(frozen=True)
+class HeldSocketIgnored(Event):
+    """A process given LISTEN_FDS listens on a socket of its own (heldsocket.py)."""
+
+    kind: ClassVar[str] = "held_socket_ignored"
+    name: str
+    release: str
+    pid: int
+    address: str  # where it listens itself
+    held: str | None  # a held bind its process tree has open, if any
+
+
+@dataclass(frozen=True)
 class DaemonStopping(Event):
     kind: ClassVar[str] = "daemon_stopping"
     reason: str
@@ -145,6 +157,7 @@ EVENT_KINDS: dict[str, type[Event]] = {
         SwitchDone,
         SwitchFailed,
         ReloadRejected,
+        HeldSocketIgnored,
         DaemonStopping,
     )
 }

@@ -72,6 +72,7 @@ class Services:
     bus: EventBus = field(default_factory=EventBus)
     max_backoff: float = 30.0
     clock: Callable[[], float] = time.monotonic  # the policy's time; tests give their own
+    notes: dict[int, str] = field(default_factory=dict)  # pid -> a warning for `status`
     _app_dirs: dict[str, Path] = field(default_factory=dict)
 
     def app_dir(self, build: str) -> Path:
@@ -221,7 +222,7 @@ class Process:
             return
         self._child = child
         output = self.services.output
-        pipe = output.watch(self.name, child.output_fd)
+        pipe = output.watch(self.name, child.output_fd, self.release.id)
         try:
             code = await self._wait_starting(child, ctx)
             del ctx  # its environment and paths are not kept for the whole run
