@@ -24,7 +24,8 @@ SERVE_FD3 = """\
 import socket
 s = socket.socket(fileno=3)
 while True:
-    c, _ = s.accept(); c.sendall(b"hello"); c.close()
+    # read the request first: closing with it unread would reset the connection
+    c, _ = s.accept(); c.recv(65536); c.sendall(b"hello"); c.close()
 """
 
 
