@@ -70,6 +70,11 @@ class DeployRoot:
         return self.path / "logs"
 
     @property
+    def shared(self) -> Path:
+        """Data that outlives releases (Capistrano's shared/): offered as BRR_SHARED."""
+        return self.path / "shared"
+
+    @property
     def pidfile(self) -> Path:
         return self.run_dir / "supervisord-lite.pid"
 

@@ -12,6 +12,7 @@ line, which `verify` accepts and the next number skips.
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -60,15 +61,24 @@ def read_env_file(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise BadInput(f"--env-file {path}: no such file")
     try:
+        # literal, not expanded: a secret with a `$` in it arrives as written (Heroku
+        # config vars are not expanded either); docs/apps.md says so
         values = dotenv_values(path, interpolate=False)
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"--env-file {path}: cannot read ({exc})") from None
     out: dict[str, str] = {}
     for key, value in values.items():
         check_key(key)
-        if "\x00" in (value or ""):
+        if value is None:
+            # python-dotenv's load_dotenv sets nothing for a bare `KEY` line: neither do we
+            print(
+                f"brr-release: warning: --env-file {path}: {key} has no '=': not set",
+                file=sys.stderr,
+            )
+            continue
+        if "\x00" in value:
             raise BadInput(f"--env-file {path}: {key}: NUL character in value")
-        out[key] = value if value is not None else ""
+        out[key] = value
     return out
 
 

@@ -82,7 +82,9 @@ def add_client_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     c = [common]
     p = subparsers.add_parser("status", parents=c, help="the processes and the release")
-    p.add_argument("--json", action="store_true", help="print the status object")
+    p.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the status object"
+    )
     p = subparsers.add_parser("reload", parents=c, help="reread current and switch to it")
     p.add_argument("--wait", action="store_true", help="wait until the reload settled")
     p.add_argument("--timeout", type=positive_seconds, default=DEFAULT_WAIT, metavar="S")
@@ -170,6 +172,9 @@ def format_status(status: dict[str, Any]) -> str:
     ]
     if len(rows) == 1:
         lines.append("(no processes)")
+    for p in status.get("processes") or []:
+        if p.get("note"):
+            lines.append(f"note: {cell(p.get('name'))}: {p['note']}")
     lines.append(f"release: {cell(status.get('release'))} (build {cell(status.get('build'))})")
     lines.append(f"state: {cell(status.get('state'))}")
     last = status.get("last_switch")
@@ -204,7 +209,8 @@ def format_status(status: dict[str, Any]) -> str:
 
 def cmd_status(root: DeployRoot, args: argparse.Namespace) -> int:
     status = fetch_status(root)
-    print(json.dumps(status) if args.json else format_status(status))
+    as_json = getattr(args, "json", False)  # before or after `status`
+    print(json.dumps(status) if as_json else format_status(status))
     return 0
 
 

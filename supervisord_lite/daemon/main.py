@@ -41,6 +41,7 @@ import anyio.abc
 
 from supervisord_lite.daemon.bus import DaemonStarted
 from supervisord_lite.daemon.control import serve_control
+from supervisord_lite.daemon.heldsocket import HeldSocketCheck
 from supervisord_lite.daemon.notify import SystemdNotifier, Vitals, run_watchdog
 from supervisord_lite.daemon.output import Output
 from supervisord_lite.daemon.process import Services
@@ -91,6 +92,7 @@ class Daemon:
         async with anyio.create_task_group() as root_tg:
             root_tg.start_soon(self.output.run_writer)
             root_tg.start_soon(self._run_vital, "reaper", self.services.reaper.run)
+            root_tg.start_soon(HeldSocketCheck(self.services).run)  # heldsocket.py
             await root_tg.start(self._run_signals)
             root_tg.start_soon(run_watchdog, self.notifier, self.vitals.healthy)
             await root_tg.start(self._serve_control)

@@ -52,7 +52,7 @@ class Rejection:
 
 
 def process_entry(proc: Process) -> dict[str, Any]:
-    return {
+    entry = {
         "name": proc.name,
         "type": proc.spec.type,
         "release": proc.release.id,
@@ -62,6 +62,10 @@ def process_entry(proc: Process) -> dict[str, Any]:
         "uptime": proc.uptime(),
         "exit_code": proc.exit_code,
     }
+    note = proc.services.notes.get(proc.pid) if proc.pid else None
+    if note:  # heldsocket.py's warning, while that pid lives
+        entry["note"] = note
+    return entry
 
 
 def snapshot(

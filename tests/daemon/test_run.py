@@ -54,6 +54,7 @@ def test_child_environment_is_isolated(droot: Root, daemon: Any, tmp_path: Path)
     assert env["BRR_PROCESS"] == "web.1"
     assert env["BRR_BUILD"].startswith("b-")
     assert env["PATH"] == os.environ["PATH"]
+    assert env["BRR_SHARED"] == str(droot.path / "shared")
     allowed = {
         "PATH",
         "HOME",
@@ -69,6 +70,8 @@ def test_child_environment_is_isolated(droot: Root, daemon: Any, tmp_path: Path)
         "BRR_RELEASE",
         "BRR_BUILD",
         "BRR_PROCESS",
+        "BRR_SHARED",
+        "PYTHONDONTWRITEBYTECODE",
         "PWD",
         "SHLVL",
         "_",
