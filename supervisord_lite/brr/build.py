@@ -85,7 +85,7 @@ def stage(root: DeployRoot, src: Path, build_env: Sequence[str] = ()) -> StagedB
         try:
             digest = digest_entries(source.tree.entries())
         except OSError as exc:
-            raise sourcetree.unreadable(Path(exc.filename or src), exc) from None
+            raise sourcetree.unreadable(Path(os.fsdecode(exc.filename or src)), exc) from None
         if root.build_dir(build_id_for(digest)).exists():
             return StagedBuild(None, make_info(source, digest))
     staging = fsatomic.temp_name(root.builds)
