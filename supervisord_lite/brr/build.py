@@ -17,7 +17,6 @@ visible as a build.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from typing import Any
 import yaml
 
 from supervisord_lite import fsatomic, ledger
-from supervisord_lite.brr import buildenv, gitinfo, pycnorm, sourcetree, stagecopy
+from supervisord_lite.brr import buildenv, gitinfo, pycnorm, sourcetree, stagecopy, staging
 from supervisord_lite.brr.digest import FORMAT, build_id_for, digest_entries, freeze, tree_digest
 from supervisord_lite.declaration import Declaration, declaration_from_data, load_declaration
 from supervisord_lite.errors import BadInput, ValidationError, os_failure
@@ -49,7 +48,7 @@ class BuildInfo:
 
 @dataclass(frozen=True)
 class StagedBuild:
-    staging: Path | None  # builds/.tmp-<pid>-<rand> holding app/ and build.yaml; None: exists
+    staging: staging.Staging | None  # holds app/ and build.yaml; None: the build exists
     info: BuildInfo
 
 
@@ -88,9 +87,10 @@ def stage(root: DeployRoot, src: Path, build_env: Sequence[str] = ()) -> StagedB
             raise sourcetree.unreadable(Path(os.fsdecode(exc.filename or src)), exc) from None
         if root.build_dir(build_id_for(digest)).exists():
             return StagedBuild(None, make_info(source, digest))
-    staging = fsatomic.temp_name(root.builds)
+    slot: staging.Staging | None = None
     try:
-        app = staging / "app"
+        slot = staging.claim(root.builds, buildenv.cache_dir(root.path))
+        app = slot.path / "app"
         sums = stagecopy.copy_tree(source.tree, app, writable=bool(source.declaration.build))
         if source.declaration.build:
             buildenv.run_steps(source.declaration.build, app, env)
@@ -102,16 +102,17 @@ def stage(root: DeployRoot, src: Path, build_env: Sequence[str] = ()) -> StagedB
             freeze_dirs(app, source.tree.directories())
             info = make_info(source, digest_entries(source.tree.entries(), sums))
         if root.build_dir(info.id).exists():
-            discard(staging)
+            slot.release()
             return StagedBuild(None, info)
-        fsatomic.write_file(staging / "build.yaml", dump_build_meta(info), mode=0o444)
-        fsatomic.fsync_tree(staging)
+        fsatomic.write_file(slot.path / "build.yaml", dump_build_meta(info), mode=0o444)
+        fsatomic.fsync_tree(slot.path)
     except BaseException as exc:
-        discard(staging)
+        if slot is not None:
+            slot.release()
         if isinstance(exc, OSError):
             raise os_failure(exc, "no build was stored") from None
         raise
-    return StagedBuild(staging, info)
+    return StagedBuild(slot, info)
 
 
 def freeze_dirs(app: Path, dirs: list[str]) -> None:
@@ -150,21 +151,13 @@ def publish(root: DeployRoot, staged: StagedBuild) -> tuple[BuildInfo, bool]:
     if staged.staging is None:
         return load_build_meta(root, staged.info.id), True
     try:
-        published = not final.exists() and fsatomic.publish_dir(staged.staging, final)
-    except BaseException:
-        discard(staged.staging)
-        raise
+        published = not final.exists() and fsatomic.publish_dir(staged.staging.path, final)
+    finally:
+        staged.staging.release()  # after a publish, only the slot is left to free
     if not published:
-        discard(staged.staging)
         return load_build_meta(root, staged.info.id), True
     ledger.append(root.ledger, "build", staged.info.id, digest=staged.info.digest)
     return staged.info, False
-
-
-def discard(staging: Path) -> None:
-    if staging.exists():
-        fsatomic.make_writable(staging)
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def build(root: DeployRoot, src: Path, build_env: Sequence[str] = ()) -> tuple[BuildInfo, bool]:
