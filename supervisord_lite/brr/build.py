@@ -1,8 +1,10 @@
 """The build stage: a source tree becomes an immutable, content-addressed build.
 
 Steps: read the declaration; select the files (brr/sourcetree.py) and check their
-symlinks; when there are no build steps, digest the selection as it stands in the source
-and stop there if that build exists (an unchanged tree costs a read, not a copy); else
+symlinks; when there are no build steps and this source was built here before, digest
+the selection as it stands in the source, reading only the files whose stat changed
+(brr/srcindex.py), and stop there if that build exists (an unchanged tree costs a stat
+of each file, not a copy); else
 copy the files into a staging directory under `builds/` (same filesystem, so publishing
 is one rename; brr/stagecopy.py); run the build steps there in a clean environment
 (brr/buildenv.py) and make their byte-compiled Python reproducible (brr/pycnorm.py);
@@ -26,7 +28,15 @@ from typing import Any
 import yaml
 
 from supervisord_lite import fsatomic, ledger
-from supervisord_lite.brr import buildenv, gitinfo, pycnorm, sourcetree, stagecopy, staging
+from supervisord_lite.brr import (
+    buildenv,
+    gitinfo,
+    pycnorm,
+    sourcetree,
+    srcindex,
+    stagecopy,
+    staging,
+)
 from supervisord_lite.brr.digest import FORMAT, build_id_for, digest_entries, freeze, tree_digest
 from supervisord_lite.declaration import Declaration, declaration_from_data, load_declaration
 from supervisord_lite.errors import BadInput, ValidationError, os_failure
@@ -80,16 +90,14 @@ def stage(root: DeployRoot, src: Path, build_env: Sequence[str] = ()) -> StagedB
     """Everything but the publish: runs without the root's lock."""
     source = read_source(src)
     env = step_env(root, source, build_env) if source.declaration.build else {}
+    cache = buildenv.cache_dir(root.path)
     if not source.declaration.build:
-        try:
-            digest = digest_entries(source.tree.entries())
-        except OSError as exc:
-            raise sourcetree.unreadable(Path(os.fsdecode(exc.filename or src)), exc) from None
-        if root.build_dir(build_id_for(digest)).exists():
-            return StagedBuild(None, make_info(source, digest))
+        existing = find_unchanged(root, source, cache)
+        if existing is not None:
+            return StagedBuild(None, existing)
     slot: staging.Staging | None = None
     try:
-        slot = staging.claim(root.builds, buildenv.cache_dir(root.path))
+        slot = staging.claim(root.builds, cache)
         app = slot.path / "app"
         sums = stagecopy.copy_tree(source.tree, app, writable=bool(source.declaration.build))
         if source.declaration.build:
@@ -101,6 +109,7 @@ def stage(root: DeployRoot, src: Path, build_env: Sequence[str] = ()) -> StagedB
             # the copy is the source's selection exactly, each file hashed as written
             freeze_dirs(app, source.tree.directories())
             info = make_info(source, digest_entries(source.tree.entries(), sums))
+            srcindex.save(cache, source.tree, sums)
         if root.build_dir(info.id).exists():
             slot.release()
             return StagedBuild(None, info)
@@ -113,6 +122,23 @@ def stage(root: DeployRoot, src: Path, build_env: Sequence[str] = ()) -> StagedB
             raise os_failure(exc, "no build was stored") from None
         raise
     return StagedBuild(slot, info)
+
+
+def find_unchanged(root: DeployRoot, source: Source, cache: Path) -> BuildInfo | None:
+    """The build this source (without steps) already is, found before anything is copied.
+
+    Only files whose stat changed since the last build of this source are read (the
+    source index); without an index, None: a tree never built here is copied first.
+    """
+    known = srcindex.lookup(cache, source.tree)
+    if known is None:
+        return None
+    try:
+        digest = digest_entries(source.tree.entries(), known)
+    except OSError as exc:
+        raise sourcetree.unreadable(Path(os.fsdecode(exc.filename or source.path)), exc) from None
+    info = make_info(source, digest)
+    return info if root.build_dir(info.id).exists() else None
 
 
 def freeze_dirs(app: Path, dirs: list[str]) -> None:

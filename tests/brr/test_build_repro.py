@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
+import os
 import shutil
 import subprocess
 import zipfile
@@ -223,3 +225,19 @@ def test_unchanged_tree_is_reused_without_a_copy(
     (src / "a.py").write_text("2\n")  # the premise: a changed tree needs one
     proc = run_brr(root, "build", str(src), check=False)
     assert proc.returncode == 1 and "Operation not permitted" in proc.stderr, proc.stderr
+
+
+def test_source_index_notices_a_change_that_keeps_size_and_mtime(
+    root: Path, tmp_path: Path
+) -> None:
+    src = write_app(tmp_path / "plain", "processes:\n  web: sleep 1000\n", {"a.py": "1\n"})
+    first = brr_json(root, "build", str(src))["id"]
+    [index] = (root / "build-cache" / "source-index").iterdir()
+    data = json.loads(index.read_text())
+    data["written_ns"] += 60 * 10**9  # no entry counts as racily clean any more
+    index.write_text(json.dumps(data))
+    st = (src / "a.py").stat()
+    (src / "a.py").write_text("2\n")  # same size
+    os.utime(src / "a.py", ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime
+    changed = brr_json(root, "build", str(src))
+    assert changed["id"] != first and changed["reused"] is False
