@@ -35,11 +35,12 @@ def select_files(src: Path, exclude: tuple[str, ...] | None, *, git: bool) -> li
 def all_files(src: Path) -> list[str]:
     """Every file and symlink under src but `.git`; OperationFailed names what is unreadable."""
     out: list[str] = []
+    top = str(src)
     stack = [""]
     while stack:
         rel_dir = stack.pop()
         try:
-            with os.scandir(src / rel_dir if rel_dir else src) as it:
+            with os.scandir(os.path.join(top, rel_dir)) as it:
                 found = [(e.name, e.stat(follow_symlinks=False).st_mode) for e in it]
         except OSError as exc:
             raise unreadable(src / rel_dir, exc) from None

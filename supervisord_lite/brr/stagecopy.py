@@ -15,15 +15,15 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import stat
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from supervisord_lite import fsatomic
-from supervisord_lite.brr.digest import CHUNK, Entry, feed_zeros, frozen_mode, workers
+from supervisord_lite.brr.digest import CHUNK, Entry, feed_zeros, frozen_mode, in_parallel
 from supervisord_lite.brr.sourcetree import unreadable
 from supervisord_lite.errors import BadInput
 
@@ -38,35 +38,46 @@ class SourceTree:
 
     def entries(self) -> list[Entry]:
         """What the bundle will hold before build steps, with its frozen modes."""
+        top = os.fsencode(self.src)
         out = [
-            Entry(os.fsencode(rel), "F", frozen_mode(st.st_mode), os.fsencode(self.src / rel))
+            Entry(
+                os.fsencode(rel), "F", frozen_mode(st.st_mode), os.path.join(top, os.fsencode(rel))
+            )
             for rel, st in self.files.items()
         ]
         out += [Entry(os.fsencode(r), "L", 0, os.fsencode(t)) for r, t in self.links.items()]
         out += [Entry(os.fsencode(d), "D", 0o555) for d in self.directories()]
         return out
 
-    def directories(self) -> list[str]:
-        dirs: set[str] = set()
+    @functools.cached_property
+    def dirs(self) -> list[str]:
+        """Every directory the entries need, parents first."""
+        found: set[str] = set()
         for rel in (*self.files, *self.links):
-            parts = rel.split("/")
-            dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
-        return sorted(dirs)
+            pos = rel.rfind("/")
+            while pos > 0 and rel[:pos] not in found:
+                found.add(rel[:pos])
+                pos = rel.rfind("/", 0, pos)
+        return sorted(found)
+
+    def directories(self) -> list[str]:
+        return self.dirs
 
 
 def look(src: Path, selected: list[str]) -> SourceTree:
     """lstat each selected path; a link's target is read, anything else but a file refused."""
     files: dict[str, os.stat_result] = {}
     links: dict[str, str] = {}
+    top = str(src)
     for rel in selected:
-        path = src / rel
+        path = os.path.join(top, rel)
         try:
             st = os.lstat(path)
             if stat.S_ISLNK(st.st_mode):
                 links[rel] = os.readlink(path)
                 continue
         except OSError as exc:
-            raise unreadable(path, exc) from None
+            raise unreadable(Path(path), exc) from None
         if not stat.S_ISREG(st.st_mode):
             raise BadInput(f"{path}: not a regular file or symlink; cannot go into a build")
         files[rel] = st
@@ -79,27 +90,27 @@ def copy_tree(tree: SourceTree, dest: Path, *, writable: bool) -> dict[bytes, by
     OSError names the file written when space runs out.
     """
     dest.mkdir(parents=True)
+    src, out = str(tree.src), str(dest)
     for d in tree.directories():
-        (dest / d).mkdir()
+        os.mkdir(os.path.join(out, d))
     for rel, target in tree.links.items():
-        os.symlink(target, dest / rel)
+        os.symlink(target, os.path.join(out, rel))
     extra = stat.S_IWUSR if writable else 0
     jobs = [
-        (tree.src / rel, dest / rel, frozen_mode(st.st_mode) | extra)
+        (os.path.join(src, rel), os.path.join(out, rel), frozen_mode(st.st_mode) | extra)
         for rel, st in tree.files.items()
     ]
-    with ThreadPoolExecutor(workers()) as pool:
-        sums = list(pool.map(copy_one, jobs, chunksize=64))
+    sums = in_parallel(copy_one, jobs)
     return dict(zip((os.fsencode(r) for r in tree.files), sums, strict=True))
 
 
-def copy_one(job: tuple[Path, Path, int]) -> bytes:
+def copy_one(job: tuple[str, str, int]) -> bytes:
     """Copy one file, hashing what is written (the build's digest needs no second read)."""
     src, dest, mode = job
     try:
         fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
-        raise unreadable(src, exc) from None
+        raise unreadable(Path(src), exc) from None
     h = hashlib.sha256()
     try:
         st = os.fstat(fd_in)
@@ -113,7 +124,7 @@ def copy_one(job: tuple[Path, Path, int]) -> bytes:
             os.utime(fd_out, ns=(st.st_atime_ns, st.st_mtime_ns))
         except OSError as exc:
             if exc.filename is None:  # write errors name nothing by themselves
-                fsatomic.name_file(exc, dest)
+                fsatomic.name_file(exc, Path(dest))
             raise
         finally:
             os.close(fd_out)
