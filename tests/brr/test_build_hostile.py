@@ -153,3 +153,25 @@ def test_sparse_file_stays_sparse(root: Path, app: Path) -> None:
         f.seek(size - 5)
         assert f.read() == b"tail\n"
     assert run_brr(root, "verify").returncode == 0
+
+
+def test_verify_still_checks_a_build_of_digest_format_1(root: Path, app: Path) -> None:
+    """A root made before format 2: its build.yaml has no digest_format (root writes it)."""
+    from supervisord_lite.manifest import compute_digest
+
+    new_id = brr_json(root, "build", str(app))["id"]
+    new_dir = root / "builds" / new_id
+    old_digest = tree_digest(new_dir / "app", 1)
+    old_id = "b-" + old_digest.removeprefix("sha256:")[:12]
+    meta = yaml.safe_load((new_dir / "build.yaml").read_text())
+    del meta["digest_format"], meta["seal"]
+    meta.update(id=old_id, digest=old_digest)
+    meta["seal"] = compute_digest(meta)
+    (new_dir / "build.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    new_dir.rename(root / "builds" / old_id)
+    ok = run_brr(root, "verify", check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    (root / "builds" / old_id / "app" / "main.py").write_text("tampered\n")
+    bad = run_brr(root, "verify", check=False)
+    assert bad.returncode == 1
+    assert f"build {old_id}: app/ does not match its digest" in bad.stdout + bad.stderr
