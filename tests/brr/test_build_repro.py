@@ -7,6 +7,7 @@ import base64
 import hashlib
 import io
 import json
+import marshal
 import os
 import shutil
 import subprocess
@@ -95,14 +96,18 @@ def test_pip_install_target_step_gives_the_same_id(tmp_path: Path) -> None:
     assert (vendor / "demo_pkg" / "m.py").read_text() == "Y = 2\n"
     assert list((vendor / "demo_pkg" / "__pycache__").glob("m.*.pyc")), "pip compiled nothing"
     # the vendored package imports from the build (the .pyc is valid)
-    out = subprocess.run(
-        [PY, "-c", "import demo_pkg.m as m; print(m.Y, m.__file__)"],
+    done = subprocess.run(
+        [PY, "-v", "-c", "import demo_pkg.m as m; print(m.Y, m.__file__)"],
         cwd=vendor,
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.split()
-    assert out == ["2", str(vendor / "demo_pkg" / "m.py")]
+    )
+    assert done.stdout.split() == ["2", str(vendor / "demo_pkg" / "m.py")]
+    [pyc] = (vendor / "demo_pkg" / "__pycache__").glob("m.*.pyc")
+    assert f"code object from '{pyc}'" in done.stderr, "the rewritten .pyc was not used"
+    code = marshal.loads(pyc.read_bytes()[16:])
+    assert code.co_filename == "vendor/demo_pkg/m.py"
 
 
 ENV_APP = "build:\n  - env > env.txt\nprocesses:\n  web: sleep 1000\n"
