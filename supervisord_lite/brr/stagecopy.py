@@ -97,30 +97,37 @@ def copy_tree(tree: SourceTree, dest: Path, *, writable: bool) -> dict[bytes, by
         os.symlink(target, os.path.join(out, rel))
     extra = stat.S_IWUSR if writable else 0
     jobs = [
-        (os.path.join(src, rel), os.path.join(out, rel), frozen_mode(st.st_mode) | extra)
+        (os.path.join(src, rel), os.path.join(out, rel), frozen_mode(st.st_mode) | extra, st)
         for rel, st in tree.files.items()
     ]
-    sums = in_parallel(copy_one, jobs)
+    # files are created with their final mode (no chmod each): the umask must not cut it
+    umask = os.umask(0)
+    try:
+        sums = in_parallel(copy_one, jobs)
+    finally:
+        os.umask(umask)
     return dict(zip((os.fsencode(r) for r in tree.files), sums, strict=True))
 
 
-def copy_one(job: tuple[str, str, int]) -> bytes:
-    """Copy one file, hashing what is written (the build's digest needs no second read)."""
-    src, dest, mode = job
+def copy_one(job: tuple[str, str, int, os.stat_result]) -> bytes:
+    """Copy one file, hashing what is written (the build's digest needs no second read).
+
+    st is the file's lstat from the selection: its size, holes and times are what the
+    copy keeps. Six syscalls for a small file: open, open, read, write, futimens, close x2.
+    """
+    src, dest, mode, st = job
     try:
         fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
         raise unreadable(Path(src), exc) from None
     h = hashlib.sha256()
     try:
-        st = os.fstat(fd_in)
-        fd_out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fd_out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         try:
             if st.st_blocks * 512 < st.st_size:
                 copy_sparse(fd_in, fd_out, st.st_size, h)
             else:
                 copy_whole(fd_in, fd_out, h)
-            os.fchmod(fd_out, mode)
             os.utime(fd_out, ns=(st.st_atime_ns, st.st_mtime_ns))
         except OSError as exc:
             if exc.filename is None:  # write errors name nothing by themselves
@@ -134,9 +141,12 @@ def copy_one(job: tuple[str, str, int]) -> bytes:
 
 
 def copy_whole(fd_in: int, fd_out: int, h: hashlib._Hash) -> None:
-    while chunk := os.read(fd_in, CHUNK):
+    while True:
+        chunk = os.read(fd_in, CHUNK)
         h.update(chunk)
         write_all(fd_out, chunk)
+        if len(chunk) < CHUNK:  # a short read of a regular file is its end: no extra read
+            return
 
 
 def write_all(fd: int, data: bytes, offset: int | None = None) -> None:
