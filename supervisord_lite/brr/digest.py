@@ -25,7 +25,7 @@ import hashlib
 import os
 import stat
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,11 +205,3 @@ def freeze(top: Path) -> None:
                 continue
             os.chmod(full, frozen_mode(st.st_mode))
         os.chmod(dirpath, 0o555)
-
-
-def parents(rel: bytes) -> Iterator[bytes]:
-    """Every proper ancestor directory of rel: b"a/b/c" gives b"a", b"a/b"."""
-    pos = rel.find(b"/")
-    while pos != -1:
-        yield rel[:pos]
-        pos = rel.find(b"/", pos + 1)
