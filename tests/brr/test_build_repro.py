@@ -246,3 +246,9 @@ def test_source_index_notices_a_change_that_keeps_size_and_mtime(
     os.utime(src / "a.py", ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime
     changed = brr_json(root, "build", str(src))
     assert changed["id"] != first and changed["reused"] is False
+
+
+def test_deploy_passes_build_env_too(root: Path, tmp_path: Path) -> None:
+    src = write_app(tmp_path / "src", ENV_APP)
+    out = brr_json(root, "deploy", str(src), "--build-env", "BAZ=from-deploy", "--no-signal")
+    assert step_env(root, out["build"])["BAZ"] == "from-deploy"
