@@ -175,3 +175,24 @@ def test_verify_still_checks_a_build_of_digest_format_1(root: Path, app: Path) -
     bad = run_brr(root, "verify", check=False)
     assert bad.returncode == 1
     assert f"build {old_id}: app/ does not match its digest" in bad.stdout + bad.stderr
+
+
+def test_a_killed_builds_staging_or_a_planted_link_there_is_cleared(
+    root: Path, app: Path, tmp_path: Path
+) -> None:
+    left = root / "builds" / ".stage-0" / "app"
+    left.mkdir(parents=True)
+    (left / "half.py").write_text("x")
+    (left / "half.py").chmod(0o444)
+    left.chmod(0o555)  # as frozen as a killed build may have left it
+    bid = brr_json(root, "build", str(app))["id"]
+    assert builds(root) == [bid]
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text("k")
+    os.symlink(victim, root / "builds" / ".stage-0")
+    (app / "main.py").write_text("changed\n")
+    assert brr_json(root, "build", str(app))["id"] != bid
+    assert (victim / "keep").read_text() == "k"
+    assert sorted(p.name for p in victim.iterdir()) == ["keep"]
+    assert not (root / "builds" / ".stage-0").is_symlink()
