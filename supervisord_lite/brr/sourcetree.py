@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from supervisord_lite.brr import gitinfo
@@ -28,8 +30,8 @@ MAX_LINK_DEPTH = 40  # the kernel's own limit of symlinks followed in one lookup
 def select_files(src: Path, exclude: tuple[str, ...] | None, *, git: bool) -> list[str]:
     """Relative paths of the files (and symlinks) that go into the build, sorted."""
     chosen = gitinfo.tracked_files(src) if git else all_files(src)
-    patterns = (".git", *(exclude or ()))
-    return sorted(p for p in chosen if not is_excluded(p, patterns))
+    excluded = excluder((".git", *(exclude or ())))
+    return sorted(p for p in chosen if not excluded(p))
 
 
 def all_files(src: Path) -> list[str]:
@@ -58,17 +60,23 @@ def unreadable(path: Path, exc: OSError) -> OperationFailed:
     return OperationFailed(f"cannot read {path}: {exc.strerror or exc}; no build was stored")
 
 
-def is_excluded(rel: str, patterns: tuple[str, ...]) -> bool:
-    parts = rel.split(os.sep)
-    prefixes = [os.sep.join(parts[: i + 1]) for i in range(len(parts))]
-    for pat in patterns:
-        if fnmatch.fnmatchcase(rel, pat):
+def excluder(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    """A test of rel against the globs: the whole path, any component or any prefix.
+
+    The globs are compiled into one regular expression once: fnmatch per pattern per
+    path per component is most of the selection's time on a 20,000-file tree.
+    """
+    rx = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+
+    def excluded(rel: str) -> bool:
+        if rx.match(rel):
             return True
-        if any(fnmatch.fnmatchcase(p, pat) for p in parts) or any(
-            fnmatch.fnmatchcase(p, pat) for p in prefixes
-        ):
-            return True
-    return False
+        parts = rel.split("/")
+        return any(
+            rx.match(part) or rx.match("/".join(parts[: i + 1])) for i, part in enumerate(parts)
+        )
+
+    return excluded
 
 
 def check_symlinks(src: Path, links: dict[str, str]) -> None:
