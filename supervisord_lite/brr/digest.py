@@ -72,7 +72,7 @@ def in_parallel(work: Callable[[T], R], items: list[T]) -> list[R]:
 def file_sha256(path: str | bytes) -> bytes:
     """SHA-256 of a file's content; holes are hashed without reading them."""
     h = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
         st = os.fstat(fd)
         if st.st_blocks * 512 < st.st_size:

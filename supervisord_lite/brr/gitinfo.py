@@ -72,7 +72,7 @@ def describe(src: Path) -> GitInfo | None:
     if head.returncode != 0 or not head.stdout.strip():
         return None
     commit, when = head.stdout.decode().split()
-    status = git(src, "status", "--porcelain", "-z", "--untracked-files=all", "--", ".")
+    status = git(src, "status", "--porcelain", "-z", "--untracked-files=normal", "--", ".")
     changed: list[str] = []
     for line in status.stdout.split(b"\0"):
         if len(line) < 4:

@@ -117,7 +117,8 @@ def copy_one(job: tuple[str, str, int, os.stat_result]) -> bytes:
     """
     src, dest, mode, st = job
     try:
-        fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: a file swapped for a FIFO after the selection must not hang the build
+        fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise unreadable(Path(src), exc) from None
     h = hashlib.sha256()
