@@ -75,6 +75,11 @@ def git_floor(src: Path, work: Path) -> float:
     return timed(["sh", "-c", "git add -A && git write-tree >/dev/null"], cwd=work)
 
 
+def remove(path: Path) -> None:
+    subprocess.run(["chmod", "-R", "u+w", str(path)], check=False)
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def run_build(base: Path, src: Path, rounds: int) -> dict[str, Any]:
     ours = [str(bl.VENV_BIN / "brr-release")]
     before = baseline_cli(base)
@@ -88,6 +93,8 @@ def run_build(base: Path, src: Path, rounds: int) -> dict[str, Any]:
             if name == "ours":
                 out["rebuild"].append(timed([*cli, "--root", str(root), "build", str(src)]))
         out["git"].append(git_floor(src, base / f"git-{i}"))
+        for done in (base / f"root-baseline-{i}", base / f"root-ours-{i}", base / f"git-{i}"):
+            remove(done)  # untimed: keeps the disk and the final clean-up small
         print(
             f"  round {i + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in out.items()),
             file=sys.stderr,
