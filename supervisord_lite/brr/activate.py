@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from supervisord_lite import daemon_client, fsatomic, ledger, refusals
-from supervisord_lite.brr.build import exit_text, load_build_meta
+from supervisord_lite.brr.build import load_build_meta
+from supervisord_lite.brr.buildenv import exit_text
 from supervisord_lite.declaration import BASE_ENV, DEFAULT_RELEASE_TIMEOUT, RUNTIME_ENV
 from supervisord_lite.errors import NO_SPACE, BadInput, BrrError, OperationFailed
 from supervisord_lite.layout import DeployRoot, check_release_id

@@ -81,6 +81,16 @@ def from_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def build_env_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--build-env",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE]",
+        help="pass NAME (from this shell, or =VALUE) to the build steps' clean environment",
+    )
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = Parser(prog=PROG, parents=[common()], description="Build and release stages.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -89,6 +99,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", help="share the root with this group (a deploy user's)")
     p = sub.add_parser("build", parents=c, help="build a source tree")
     p.add_argument("src", type=Path)
+    build_env_option(p)
     p = sub.add_parser("release", parents=c, help="a new release of a build")
     p.add_argument("--build", required=True, dest="build_id")
     release_options(p)
@@ -109,6 +120,7 @@ def make_parser() -> argparse.ArgumentParser:
     activation_options(p, with_flag=False)
     p = sub.add_parser("deploy", parents=c, help="build + release + activate")
     p.add_argument("src", type=Path)
+    build_env_option(p)
     release_options(p)
     activation_options(p, with_flag=False)
     p = sub.add_parser("rollback", parents=c, help="re-activate an earlier release")
@@ -188,7 +200,7 @@ def warn_declaration(decl: Declaration) -> None:
 
 
 def cmd_build(root: DeployRoot, args: argparse.Namespace) -> Result:
-    info, reused = bld.build(root.require_initialized(), args.src.absolute())
+    info, reused = bld.build(root.require_initialized(), args.src.absolute(), args.build_env)
     warn_declaration(info.declaration)
     data = {"id": info.id, "digest": info.digest, "reused": reused}
     return data, info.id + (" (reused)" if reused else ""), 0
@@ -295,7 +307,7 @@ def cmd_deploy(root: DeployRoot, args: argparse.Namespace) -> Result:
     root.require_initialized()
     change = config_change(args)
     change.apply({})
-    staged = bld.stage(root, args.src.absolute())
+    staged = bld.stage(root, args.src.absolute(), args.build_env)
     warn_declaration(staged.info.declaration)
     since = time.time()
     # publish, release and activate under one lock: a concurrent prune cannot remove

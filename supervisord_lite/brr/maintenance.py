@@ -73,7 +73,7 @@ def verify(root: DeployRoot) -> VerifyReport:
         report.builds += 1
         try:
             info = load_build_meta(root, bid)
-            actual = tree_digest(root.build_app(bid))
+            actual = tree_digest(root.build_app(bid), info.digest_format)
         except (BrrError, OSError) as exc:
             report.problems.append(f"build {bid}: {exc}")
             continue
