@@ -8,6 +8,7 @@ leaves a temp directory (removed by the next writer), never half a release.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,39 @@ class VerifyReport:
 
 def verify(root: DeployRoot) -> VerifyReport:
     report = VerifyReport()
+    verify_builds(root, report)
+    state = ledger.read_ledger(root.ledger, strict=False)
+    if state.damage:
+        report.problems.append(f"ledger: {state.damage} (writers refuse until it is repaired)")
+    if state.torn:
+        # only a power loss tears a line; the next writer cuts it off, nothing is lost
+        report.notes.append("ledger.jsonl: torn last line (repaired by the next write)")
+    recorded = ledger.release_digests(state.entries)
+    unrecorded: list[str] = []
+    for rid in root.release_ids():
+        report.releases += 1
+        try:
+            release = load_release(root.release_manifest(rid), builds_dir=root.builds)
+        except BrrError as exc:
+            report.problems.append(f"release {rid}: {exc}")
+            continue
+        if rid not in recorded:
+            unrecorded.append(rid)
+        elif recorded[rid] != release.digest:
+            report.problems.append(
+                f"release {rid}: release.yaml has digest {release.digest[:19]}..., the ledger "
+                f"recorded {recorded[rid][:19]}... (changed after release)"
+            )
+    if unrecorded:
+        report.notes.append(f"no digest in the ledger for {', '.join(unrecorded)} (older releases)")
+    if os.path.lexists(root.current) and root.current_release_id() is None:
+        report.problems.append(
+            "current: does not resolve to a complete release in releases/ of this root"
+        )
+    return report
+
+
+def verify_builds(root: DeployRoot, report: VerifyReport) -> None:
     for bid in root.build_ids():
         report.builds += 1
         try:
@@ -81,16 +115,3 @@ def verify(root: DeployRoot) -> VerifyReport:
             report.problems.append(
                 f"build {bid}: app/ does not match its digest (changed after build)"
             )
-    for rid in root.release_ids():
-        report.releases += 1
-        try:
-            load_release(root.release_manifest(rid), builds_dir=root.builds)
-        except BrrError as exc:
-            report.problems.append(f"release {rid}: {exc}")
-    if root.current.is_symlink() and root.current_release_id() is None:
-        report.problems.append("current: points at no complete release")
-    state = ledger.read_ledger(root.ledger)
-    if state.torn:
-        # only a power loss tears a line; the next writer cuts it off, nothing is lost
-        report.notes.append("ledger.jsonl: torn last line (repaired by the next write)")
-    return report
