@@ -11,7 +11,10 @@ name afresh: rotation by rename with no copytruncate, so no line is lost.
 Writes are plain blocking writes to a local file from the output task; a line is at most
 64 KiB (output.py splits longer ones), so a write never stalls the loop for long. A file
 that cannot be written (disk full, permissions) is reported once per file and skipped:
-stdout (journald) still has every line.
+stdout (journald) still has every line. Neither the directory nor a file is followed
+through a symlink (nofollow.py: the daemon runs as root, and anyone who can write to
+ROOT/logs could point `web.1.log` at /etc/passwd); a rotation renames and unlinks by
+the directory's fd. A symlink at `--log-dir` itself is refused the same way.
 
 The reading side is here too, for `supervisord-lite logs NAME` when no daemon runs:
 `tail_lines` and `follow_lines`, which follows a name the way `tail -F` does. Following
@@ -30,6 +33,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from supervisord_lite import nofollow
+from supervisord_lite.nofollow import PlantedLink
 
 log = logging.getLogger(__name__)
 
@@ -64,31 +70,41 @@ class LogFiles:
                 current = self._open_file(name)
             os.write(current.fd, line)
             current.size += len(line)
-        except OSError as exc:
+        except (OSError, PlantedLink) as exc:
             if name not in self._broken:
                 self._broken.add(name)
-                log.error("log file of %s: %s; its lines still go to stdout", name, exc.strerror)
+                reason = exc.message if isinstance(exc, PlantedLink) else exc.strerror
+                log.error("log file of %s: %s; its lines still go to stdout", name, reason)
             self._close(name)
         else:
             self._broken.discard(name)
 
     def _open_file(self, name: str) -> OpenLog:
-        fd = os.open(self.path(name), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        rel = f"{self.directory.name}/{self.path(name).name}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        fd = nofollow.open_file(self.directory.parent, rel, flags, 0o640)
         entry = OpenLog(fd, os.fstat(fd).st_size)
         self._open[name] = entry
         return entry
 
     def _rotate(self, name: str) -> None:
         self._close(name)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path(name, self.keep))
-        for n in range(self.keep - 1, 0, -1):
+        dir_fd = nofollow.open_dir(self.directory.parent, self.directory.name)
+        try:
             with contextlib.suppress(FileNotFoundError):
-                os.rename(self.path(name, n), self.path(name, n + 1))
-        if self.keep > 0:
-            os.rename(self.path(name), self.path(name, 1))
-        else:
-            os.unlink(self.path(name))
+                os.unlink(self.path(name, self.keep).name, dir_fd=dir_fd)
+            for n in range(self.keep - 1, 0, -1):
+                with contextlib.suppress(FileNotFoundError):
+                    older, newer = self.path(name, n).name, self.path(name, n + 1).name
+                    os.rename(older, newer, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            current = self.path(name).name
+            if self.keep > 0:
+                first = self.path(name, 1).name
+                os.rename(current, first, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            else:
+                os.unlink(current, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def _close(self, name: str) -> None:
         entry = self._open.pop(name, None)

@@ -21,6 +21,26 @@ Choices, and what was rejected:
   among the orphans we adopted, those whose environment says BRR_PROCESS/BRR_RELEASE of
   that process (with their subtrees). Scanning every process on the host was rejected:
   it costs O(host) per stop and could touch other roots' processes.
+- Escapes: a descendant that calls `setsid env -i ...` leaves the group and clears the
+  environment that tags it. Three nets catch it. (1) Before a process is signalled to
+  stop (signal_group), its whole tree is noted by walking the children files, O(tree):
+  whatever was under it then is killed with it, by pid and start time. (2) Orphans
+  reparented to us (we are the subreaper) that no live process can claim: when a
+  process ends, an orphan we had not seen before that is in its group, or is the
+  leader of a session of its own with no BRR_PROCESS (escaped), is its leftover: its
+  parent died at that exit or since the last look, and a process of ours that still
+  runs would have kept it as a descendant (net 1). Orphans seen and left are remembered
+  (`_known`), so an escape of another process is not charged to this one a second time.
+  (3) At shutdown every orphan that is tagged or escaped is killed, with its tree. What
+  stays undetectable: an escape whose parent died long before its own process ends,
+  while another process's end claimed nothing (it is then known and left until
+  shutdown), and a process that also left our tree by a setuid or a ptrace trick.
+  cgroups would close these holes (a cgroup per process, killed whole) but need a
+  delegated hierarchy we cannot count on.
+- The record is trusted for nothing: anyone in the deploy group can write run/. An
+  entry names a process to kill only if it proves to be one a daemon spawned
+  (recorded_child: pid == pgid == session, start time, uid, environment), and no group
+  below 2 is ever signalled (killpg).
 - After a SIGKILL of the daemon its children survive (they have their own sessions).
   The record: run/children.json lists every child's pid, pgid and start time, rewritten
   (temp + rename, no fsync: after a power loss nothing of ours runs anyway) by one task
@@ -59,6 +79,7 @@ PR_SET_CHILD_SUBREAPER = 36
 ORPHAN_GRACE = 0.5
 OWN_REAP_WAIT = 0.05  # a zombie of ours hides the others (no children file): look again
 RECORD_BATCH = 0.05
+MAX_TREE = 100_000  # a bound on one walk of a tree that forks while it is walked
 
 
 def become_subreaper() -> bool:
@@ -109,7 +130,12 @@ def signal_pids(pids: Iterable[int], sig: int) -> None:
 
 
 def killpg(pgid: int, sig: int) -> bool:
-    """Signal a process group; False when the group is gone."""
+    """Signal a process group; False when the group is gone.
+
+    Never a pgid below 2: killpg(1) and kill(-1) reach every process we may signal.
+    """
+    if pgid <= 1:
+        raise ValueError(f"refusing to signal process group {pgid}")
     try:
         os.killpg(pgid, sig)
     except ProcessLookupError:
@@ -120,11 +146,55 @@ def killpg(pgid: int, sig: int) -> bool:
 
 
 def subtree(pid: int) -> list[int]:
+    """pid and every descendant it has now."""
+    if listed_children() is None:  # no children files: psutil's scan of every process
+        try:
+            proc = psutil.Process(pid)
+            return [pid, *(c.pid for c in proc.children(recursive=True))]
+        except psutil.Error:
+            return []
+    return [pid, *(child for child, _ in descendants(pid))]
+
+
+def children_of(pid: int) -> list[int]:
+    """pid's children, from the children file of each of its threads."""
     try:
-        proc = psutil.Process(pid)
-        return [pid, *(c.pid for c in proc.children(recursive=True))]
-    except psutil.Error:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
         return []
+    out: list[int] = []
+    for task in tasks:
+        with (
+            contextlib.suppress(OSError, ValueError),
+            open(f"/proc/{pid}/task/{task}/children", "rb") as f,
+        ):
+            out.extend(int(x) for x in f.read().split())
+    return out
+
+
+def descendants(pid: int) -> set[tuple[int, int]]:
+    """Every descendant of pid as (pid, start ticks): O(its tree), not O(host)."""
+    found: set[tuple[int, int]] = set()
+    todo, seen = [pid], {pid}
+    while todo and len(seen) < MAX_TREE:
+        for child in children_of(todo.pop()):
+            ticks = start_ticks(child)
+            if child not in seen and ticks is not None:
+                seen.add(child)
+                found.add((child, ticks))
+                todo.append(child)
+    return found
+
+
+def escaped(pid: int) -> bool:
+    """A process that left for a session of its own and cleared its environment
+    (`setsid env -i ...`): nothing about it names the process it came from."""
+    if session_of(pid) != (pid, pid):
+        return False
+    try:
+        return "BRR_PROCESS" not in psutil.Process(pid).environ()
+    except psutil.Error:
+        return False
 
 
 def start_ticks(pid: int) -> int | None:
@@ -148,6 +218,13 @@ def is_zombie(pid: int) -> bool:
         return False
 
 
+def tagged_any(pid: int) -> bool:
+    try:
+        return "BRR_PROCESS" in psutil.Process(pid).environ()
+    except psutil.Error:
+        return False
+
+
 def tagged(pid: int, name: str, release: str) -> bool:
     try:
         env = psutil.Process(pid).environ()
@@ -166,6 +243,9 @@ class Reaper:
         self._written: str | None = None  # the record as last written
         self._dirty = anyio.Event()
         self._sigchld = anyio.Event()
+        self._trees: dict[int, set[tuple[int, int]]] = {}  # pgid -> its tree when signalled
+        self._known: set[int] = set()  # orphans seen and left: they are not one's leftovers
+        self._write_error: int | None = None  # the errno of the last failed record write
 
     def add(self, pid: int, name: str) -> None:
         # the start time is read when the record is written, not here: at this moment the
@@ -182,23 +262,59 @@ class Reaper:
     def orphans(self) -> list[int]:
         return [pid for pid in direct_children() if pid not in self._ours]
 
+    def signal_group(self, pgid: int, sig: int) -> None:
+        """Signal a process's group, noting its whole tree first: a descendant that left
+        the group (setsid) is then killed with the rest by kill_leftovers."""
+        self._trees.setdefault(pgid, set()).update(descendants(pgid))
+        killpg(pgid, sig)
+
     def kill_leftovers(self, pgid: int, name: str, release: str) -> None:
-        """SIGKILL what remains of a process: its group, then its adopted orphans."""
+        """SIGKILL what remains of a process: its group, the tree noted when it was
+        signalled, and the orphans we adopted that are its own (see the module's header)."""
+        doomed = {pid for pid, ticks in self._trees.pop(pgid, set()) if start_ticks(pid) == ticks}
+        orphans = self.orphans()
+        for orphan in orphans:
+            known = orphan in self._known
+            if tagged(orphan, name, release) or (not known and self.left_by(orphan, pgid)):
+                doomed.update(subtree(orphan))
+            else:
+                self._known.add(orphan)
+        self._known.intersection_update(orphans)
         killpg(pgid, signal.SIGKILL)
+        doomed.difference_update({os.getpid(), *self._ours})
+        if doomed:
+            log.info("%s: killing %d leftover process(es) outside its group", name, len(doomed))
+            signal_pids(doomed, signal.SIGKILL)
+
+    def left_by(self, orphan: int, pgid: int) -> bool:
+        """An orphan first seen as pgid's process ends: of its group, or escaped."""
+        return (session_of(orphan) or (0, 0))[0] == pgid or escaped(orphan)
+
+    def kill_orphans(self) -> int:
+        """At shutdown: every adopted orphan of the release, tagged or escaped, with its
+        tree. What is left then is the daemon's own (a plugin's command)."""
+        doomed: set[int] = set()
         for orphan in self.orphans():
-            if tagged(orphan, name, release):
-                doomed = subtree(orphan)
-                log.info("%s: killing %d leftover process(es) outside its group", name, len(doomed))
-                signal_pids(doomed, signal.SIGKILL)
+            if escaped(orphan) or tagged_any(orphan):
+                doomed.update(subtree(orphan))
+        doomed.difference_update({os.getpid(), *self._ours})
+        signal_pids(doomed, signal.SIGKILL)
+        return len(doomed)
 
     async def run(self) -> None:
         """Reap adopted orphans on SIGCHLD, and keep run/children.json current."""
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._run_record)
-            tg.start_soon(self._run_reaping)
-            with anyio.open_signal_receiver(signal.SIGCHLD) as signals:
-                async for _ in signals:
-                    self._sigchld.set()  # a burst of SIGCHLD folds into one pass
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._run_record)
+                tg.start_soon(self._run_reaping)
+                with anyio.open_signal_receiver(signal.SIGCHLD) as signals:
+                    async for _ in signals:
+                        self._sigchld.set()  # a burst of SIGCHLD folds into one pass
+        finally:
+            # cancelled once every process has stopped: nothing of the release stays
+            killed = self.kill_orphans()
+            if killed:
+                log.info("killed %d process(es) that outlived the processes they came from", killed)
 
     async def _run_reaping(self) -> None:
         seen: dict[int, float] = {}  # zombie orphan -> when it was first seen
@@ -261,31 +377,87 @@ class Reaper:
         text = "[" + ", ".join(e for e in self._ours.values() if e) + "]"
         if text == self._written:
             return  # a child that came and went within one batch: a crash loop's restarts
-        tmp = temp_name(self._record.parent)
-        tmp.write_text(text)
-        os.replace(tmp, self._record)
+        try:
+            write_new(self._record, text.encode())
+        except OSError as exc:  # EMFILE, ENOSPC: the record lags; the processes run on
+            if self._write_error != exc.errno:
+                log.error("cannot write %s: %s; retrying at the next change", self._record, exc)
+            self._write_error = exc.errno
+            self._dirty.set()
+            return
+        self._write_error = None
         self._written = text
 
 
+def write_new(path: Path, data: bytes) -> None:
+    """Write a temp file (O_EXCL|O_NOFOLLOW: never a planted name) and rename it to path."""
+    tmp = temp_name(path.parent)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, 0o640)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def kill_previous(record: Path, builds: Path) -> int:
-    """At start: SIGKILL what a killed daemon left on this root. How many were killed."""
+    """At start: SIGKILL what a killed daemon left on this root. How many were killed.
+
+    The record is a file anyone in the deploy group can write: an entry is only a hint,
+    acted on when the process proves to be one a daemon spawned (recorded_child).
+    """
     doomed: set[int] = set()
     try:
         entries = json.loads(record.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         entries = []
     for entry in entries if isinstance(entries, list) else []:
-        with contextlib.suppress(KeyError, TypeError, ValueError):
-            pid = int(entry["pid"])
-            ticks = start_ticks(pid)
-            if ticks is not None and ticks == entry["start_ticks"]:  # not a reused pid
-                killpg(int(entry["pgid"]), signal.SIGKILL)
-                doomed.update(subtree(pid))
+        pid = recorded_child(entry)
+        if pid is not None:
+            killpg(pid, signal.SIGKILL)
+            doomed.update(subtree(pid))
     doomed.update(strays(builds))
-    doomed.discard(os.getpid())
+    doomed.difference_update({0, 1, os.getpid()})
     signal_pids(doomed, signal.SIGKILL)
     record.unlink(missing_ok=True)
     return len(doomed)
+
+
+def recorded_child(entry: object) -> int | None:
+    """The pid an entry of children.json names, if that process is one a daemon of ours
+    spawned: pid == pgid == session (setsid at spawn), the recorded start time (not a
+    reused pid), our uid, and BRR_PROCESS in the environment it was started with. A
+    forged `pgid: 1` (kill(-1): every process) or a pid of sshd never passes."""
+    if not isinstance(entry, dict):
+        return None
+    pid, pgid, ticks = entry.get("pid"), entry.get("pgid"), entry.get("start_ticks")
+    if type(pid) is not int or pid <= 1 or pgid != pid or pid == os.getpid():
+        return None
+    if type(ticks) is not int or start_ticks(pid) != ticks or session_of(pid) != (pid, pid):
+        return None
+    try:
+        proc = psutil.Process(pid)
+        if proc.uids().real != os.getuid() or "BRR_PROCESS" not in proc.environ():
+            return None
+    except psutil.Error:
+        return None
+    return pid
+
+
+def session_of(pid: int) -> tuple[int, int] | None:
+    """(process group, session) of pid, from /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[2]), int(fields[3])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def strays(builds: Path) -> set[int]:
@@ -295,7 +467,7 @@ def strays(builds: Path) -> set[int]:
     prefix = str(builds) + os.sep
     for proc in psutil.process_iter(["uids", "pid"]):
         with contextlib.suppress(psutil.Error):
-            if proc.info["uids"] is None or proc.info["uids"].real != uid:
+            if proc.pid <= 1 or proc.info["uids"] is None or proc.info["uids"].real != uid:
                 continue
             if not (proc.cwd() + os.sep).startswith(prefix):
                 continue
