@@ -78,9 +78,11 @@ def open_file(top: Path, rel: str, flags: int, mode: int = 0o640) -> int:
     """
     parent, name = os.path.split(rel)
     dir_fd = open_dir(top, parent)
+    # O_NONBLOCK: a FIFO planted there must not hang the opener (it is refused below)
+    flags |= os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     try:
         try:
-            fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+            fd = os.open(name, flags, mode, dir_fd=dir_fd)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise refusal(top / rel, "file") from None
@@ -90,6 +92,7 @@ def open_file(top: Path, rel: str, flags: int, mode: int = 0o640) -> int:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise refusal(top / rel, "regular file")
+    os.set_blocking(fd, True)
     return fd
 
 

@@ -65,13 +65,28 @@ import math
 import os
 import signal
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 import anyio
 import psutil
 
+from supervisord_lite.daemon.leftovers import kill_previous
+from supervisord_lite.daemon.proctree import (
+    descendants,
+    escaped,
+    is_zombie,
+    killpg,
+    listed_children,
+    session_of,
+    signal_pids,
+    start_ticks,
+    subtree,
+    tagged,
+    tagged_any,
+)
 from supervisord_lite.fsatomic import temp_name
+
+__all__ = ["Reaper", "become_subreaper", "is_zombie", "kill_previous", "killpg", "start_ticks"]
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +94,6 @@ PR_SET_CHILD_SUBREAPER = 36
 ORPHAN_GRACE = 0.5
 OWN_REAP_WAIT = 0.05  # a zombie of ours hides the others (no children file): look again
 RECORD_BATCH = 0.05
-MAX_TREE = 100_000  # a bound on one walk of a tree that forks while it is walked
 
 
 def become_subreaper() -> bool:
@@ -88,16 +102,6 @@ def become_subreaper() -> bool:
         return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
-
-
-def listed_children() -> list[int] | None:
-    """Our direct children from /proc; None when the kernel does not list them."""
-    pid = os.getpid()
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children", "rb") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return None
 
 
 def direct_children() -> list[int]:
@@ -121,116 +125,6 @@ def first_zombie() -> int | None:
 def reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-
-
-def signal_pids(pids: Iterable[int], sig: int) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-
-
-def killpg(pgid: int, sig: int) -> bool:
-    """Signal a process group; False when the group is gone.
-
-    Never a pgid below 2: killpg(1) and kill(-1) reach every process we may signal.
-    """
-    if pgid <= 1:
-        raise ValueError(f"refusing to signal process group {pgid}")
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def subtree(pid: int) -> list[int]:
-    """pid and every descendant it has now."""
-    if listed_children() is None:  # no children files: psutil's scan of every process
-        try:
-            proc = psutil.Process(pid)
-            return [pid, *(c.pid for c in proc.children(recursive=True))]
-        except psutil.Error:
-            return []
-    return [pid, *(child for child, _ in descendants(pid))]
-
-
-def children_of(pid: int) -> list[int]:
-    """pid's children, from the children file of each of its threads."""
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return []
-    out: list[int] = []
-    for task in tasks:
-        with (
-            contextlib.suppress(OSError, ValueError),
-            open(f"/proc/{pid}/task/{task}/children", "rb") as f,
-        ):
-            out.extend(int(x) for x in f.read().split())
-    return out
-
-
-def descendants(pid: int) -> set[tuple[int, int]]:
-    """Every descendant of pid as (pid, start ticks): O(its tree), not O(host)."""
-    found: set[tuple[int, int]] = set()
-    todo, seen = [pid], {pid}
-    while todo and len(seen) < MAX_TREE:
-        for child in children_of(todo.pop()):
-            ticks = start_ticks(child)
-            if child not in seen and ticks is not None:
-                seen.add(child)
-                found.add((child, ticks))
-                todo.append(child)
-    return found
-
-
-def escaped(pid: int) -> bool:
-    """A process that left for a session of its own and cleared its environment
-    (`setsid env -i ...`): nothing about it names the process it came from."""
-    if session_of(pid) != (pid, pid):
-        return False
-    try:
-        return "BRR_PROCESS" not in psutil.Process(pid).environ()
-    except psutil.Error:
-        return False
-
-
-def start_ticks(pid: int) -> int | None:
-    """When pid started, in clock ticks since boot: with the pid, names one process ever.
-
-    Read straight from /proc/<pid>/stat (field 22): psutil's create_time costs a few
-    times more, which 500 spawns in a burst feel.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def tagged_any(pid: int) -> bool:
-    try:
-        return "BRR_PROCESS" in psutil.Process(pid).environ()
-    except psutil.Error:
-        return False
-
-
-def tagged(pid: int, name: str, release: str) -> bool:
-    try:
-        env = psutil.Process(pid).environ()
-    except psutil.Error:
-        return False
-    return env.get("BRR_PROCESS") == name and env.get("BRR_RELEASE") == release
 
 
 class Reaper:
@@ -404,73 +298,3 @@ def write_new(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-def kill_previous(record: Path, builds: Path) -> int:
-    """At start: SIGKILL what a killed daemon left on this root. How many were killed.
-
-    The record is a file anyone in the deploy group can write: an entry is only a hint,
-    acted on when the process proves to be one a daemon spawned (recorded_child).
-    """
-    doomed: set[int] = set()
-    try:
-        entries = json.loads(record.read_text())
-    except (OSError, ValueError, RecursionError):
-        entries = []
-    for entry in entries if isinstance(entries, list) else []:
-        pid = recorded_child(entry)
-        if pid is not None:
-            killpg(pid, signal.SIGKILL)
-            doomed.update(subtree(pid))
-    doomed.update(strays(builds))
-    doomed.difference_update({0, 1, os.getpid()})
-    signal_pids(doomed, signal.SIGKILL)
-    record.unlink(missing_ok=True)
-    return len(doomed)
-
-
-def recorded_child(entry: object) -> int | None:
-    """The pid an entry of children.json names, if that process is one a daemon of ours
-    spawned: pid == pgid == session (setsid at spawn), the recorded start time (not a
-    reused pid), our uid, and BRR_PROCESS in the environment it was started with. A
-    forged `pgid: 1` (kill(-1): every process) or a pid of sshd never passes."""
-    if not isinstance(entry, dict):
-        return None
-    pid, pgid, ticks = entry.get("pid"), entry.get("pgid"), entry.get("start_ticks")
-    if type(pid) is not int or pid <= 1 or pgid != pid or pid == os.getpid():
-        return None
-    if type(ticks) is not int or start_ticks(pid) != ticks or session_of(pid) != (pid, pid):
-        return None
-    try:
-        proc = psutil.Process(pid)
-        if proc.uids().real != os.getuid() or "BRR_PROCESS" not in proc.environ():
-            return None
-    except psutil.Error:
-        return None
-    return pid
-
-
-def session_of(pid: int) -> tuple[int, int] | None:
-    """(process group, session) of pid, from /proc/<pid>/stat."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return int(fields[2]), int(fields[3])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def strays(builds: Path) -> set[int]:
-    """Processes of our uid running under builds/ with a BRR_PROCESS in their environment."""
-    found: set[int] = set()
-    uid = os.getuid()
-    prefix = str(builds) + os.sep
-    for proc in psutil.process_iter(["uids", "pid"]):
-        with contextlib.suppress(psutil.Error):
-            if proc.pid <= 1 or proc.info["uids"] is None or proc.info["uids"].real != uid:
-                continue
-            if not (proc.cwd() + os.sep).startswith(prefix):
-                continue
-            if "BRR_PROCESS" in proc.environ():
-                found.update(subtree(proc.pid))
-    return found

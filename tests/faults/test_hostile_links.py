@@ -173,3 +173,13 @@ def test_a_socket_symlink_does_not_reach_another_roots_daemon(
     assert proc.returncode != 0 and str(run_dir) in one_line(proc)
     assert da.proc.poll() is None and pid_alive(da.proc.pid)
     assert stat.S_ISSOCK(os.lstat(DeployRoot(a).control_socket).st_mode)
+
+
+def test_a_fifo_at_the_ledger_is_refused_not_waited_on(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    run_brr(root, "init")
+    (root / "ledger.jsonl").unlink()
+    os.mkfifo(root / "ledger.jsonl")
+    src = write_app(tmp_path / "src", APP)
+    proc = run_brr(root, "build", str(src), check=False, timeout=60)
+    assert proc.returncode == 1 and "not a regular file" in one_line(proc)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisord_lite.daemon.reaper import session_of
+from supervisord_lite.daemon.proctree import session_of
 from supervisord_lite.layout import DeployRoot
 from tests.faults.test_security import Daemon, start
 from tests.helpers import DAEMON, pid_alive, run_brr, wait_until, write_app

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from supervisord_lite import ledger
-from supervisord_lite.daemon.reaper import kill_previous, killpg, recorded_child, start_ticks
+from supervisord_lite.daemon.leftovers import kill_previous, recorded_child
+from supervisord_lite.daemon.proctree import killpg, start_ticks
 from supervisord_lite.layout import DeployRoot
 from supervisord_lite.manifest import compute_digest
 from tests.faults.test_security import Daemon, start
