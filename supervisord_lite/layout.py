@@ -118,6 +118,9 @@ class DeployRoot:
             raise BadInput(f"deploy root {self.path} does not exist (run `brr-release init`)")
         if not self.is_initialized():
             raise BadInput(f"deploy root {self.path} is not initialized (run `brr-release init`)")
+        for directory in (self.builds, self.releases, self.run_dir):
+            if directory.is_symlink():  # every writer would create and rename through it
+                raise nofollow.refusal(directory, "directory")
         return self
 
     def release_ids(self) -> list[str]:

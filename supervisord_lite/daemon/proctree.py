@@ -29,6 +29,8 @@ def listed_children() -> list[int] | None:
 
 def signal_pids(pids: Iterable[int], sig: int) -> None:
     for pid in pids:
+        if pid <= 1:  # kill(-1), kill(0) and init are never meant
+            continue
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
 
@@ -97,7 +99,7 @@ def escaped(pid: int) -> bool:
         return False
     try:
         return "BRR_PROCESS" not in psutil.Process(pid).environ()
-    except psutil.Error:
+    except (psutil.Error, OSError):  # gone, not ours, or no descriptor left (EMFILE)
         return False
 
 
@@ -125,14 +127,14 @@ def is_zombie(pid: int) -> bool:
 def tagged_any(pid: int) -> bool:
     try:
         return "BRR_PROCESS" in psutil.Process(pid).environ()
-    except psutil.Error:
+    except (psutil.Error, OSError):  # gone, not ours, or no descriptor left (EMFILE)
         return False
 
 
 def tagged(pid: int, name: str, release: str) -> bool:
     try:
         env = psutil.Process(pid).environ()
-    except psutil.Error:
+    except (psutil.Error, OSError):  # gone, not ours, or no descriptor left (EMFILE)
         return False
     return env.get("BRR_PROCESS") == name and env.get("BRR_RELEASE") == release
 

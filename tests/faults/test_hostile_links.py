@@ -183,3 +183,30 @@ def test_a_fifo_at_the_ledger_is_refused_not_waited_on(tmp_path: Path) -> None:
     src = write_app(tmp_path / "src", APP)
     proc = run_brr(root, "build", str(src), check=False, timeout=60)
     assert proc.returncode == 1 and "not a regular file" in one_line(proc)
+
+
+@pytest.mark.parametrize("planted", ["builds", "releases", "run"])
+def test_a_symlinked_root_directory_is_refused_by_every_command(
+    tmp_path: Path, planted: str
+) -> None:
+    root = deployed(tmp_path / "root", tmp_path / "src")
+    elsewhere = tmp_path / "elsewhere"
+    os.rename(root / planted, elsewhere)
+    (root / planted).symlink_to(elsewhere)
+    before = sorted(p.name for p in elsewhere.iterdir())
+    for args in (["config", "set", "A=1"], ["verify"], ["rollback"]):
+        proc = run_brr(root, *args, check=False)
+        assert proc.returncode == 1 and str(root / planted) in one_line(proc), args
+    assert sorted(p.name for p in elsewhere.iterdir()) == before
+
+
+def test_the_daemon_creates_nothing_through_a_daemon_lock_symlink(tmp_path: Path) -> None:
+    root = deployed(tmp_path / "root", tmp_path / "src")
+    nologin = tmp_path / "etc-nologin"
+    (root / "run" / "daemon.lock").unlink(missing_ok=True)
+    (root / "run" / "daemon.lock").symlink_to(nologin)
+    proc = subprocess.run(
+        [DAEMON, "run", "--root", str(root)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1 and "daemon.lock" in one_line(proc) and "symlink" in proc.stderr
+    assert not os.path.lexists(nologin)
