@@ -126,8 +126,20 @@ class LogFiles:
 
 def tail_lines(path: Path, n: int) -> list[bytes]:
     """The last n lines of path (without their newlines), reading only what it needs."""
-    with open(path, "rb") as f:
-        return _tail_of(f.fileno(), n, os.fstat(f.fileno()).st_size)
+    fd = open_for_reading(path)
+    try:
+        return _tail_of(fd, n, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
+def open_for_reading(path: Path) -> int:
+    """A log file opened without following a symlink (nor waiting on a planted FIFO):
+    `logs` is run as root, and ROOT/logs is writable by the deploy group.
+
+    Raises OSError (FileNotFoundError when there is none) or PlantedLink.
+    """
+    return nofollow.open_file(path.parent.parent, f"{path.parent.name}/{path.name}", os.O_RDONLY)
 
 
 def _tail_of(fd: int, n: int, end: int) -> list[bytes]:
@@ -152,7 +164,7 @@ def follow_lines(path: Path, n: int, *, poll: float = POLL_INTERVAL) -> Iterator
     whole; a last line with no newline, in a file left behind, as it is. Raises OSError
     when path cannot be opened at the start.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = open_for_reading(path)
     try:
         offset = os.fstat(fd).st_size
         partial = b""
@@ -196,8 +208,8 @@ def _read_from(fd: int, offset: int) -> bytes:
 def _open_if_moved(held: int, path: Path) -> int | None:
     """An fd on path if path is now a file other than held's, with data in it."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+        fd = open_for_reading(path)
+    except (FileNotFoundError, PlantedLink):
         return None
     new, old = os.fstat(fd), os.fstat(held)
     if (new.st_dev, new.st_ino) != (old.st_dev, old.st_ino) and new.st_size > 0:

@@ -210,3 +210,15 @@ def test_the_daemon_creates_nothing_through_a_daemon_lock_symlink(tmp_path: Path
     )
     assert proc.returncode == 1 and "daemon.lock" in one_line(proc) and "symlink" in proc.stderr
     assert not os.path.lexists(nologin)
+
+
+def test_logs_without_a_daemon_does_not_read_through_a_symlink(tmp_path: Path) -> None:
+    root = deployed(tmp_path / "root", tmp_path / "src")
+    victim(tmp_path / "shadow")
+    (root / "logs" / "web.1.log").symlink_to(tmp_path / "shadow")
+    proc = subprocess.run(
+        [DAEMON, "--root", str(root), "logs", "web.1"], capture_output=True, text=True, timeout=60
+    )
+    error = proc.stderr.strip().splitlines()[-1]  # after the "daemon not running" notice
+    assert proc.returncode == 1 and "symlink" in error and "Traceback" not in proc.stderr
+    assert "secret" not in proc.stdout
