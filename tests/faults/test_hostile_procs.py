@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from supervisord_lite.daemon.leftovers import kill_previous
 from supervisord_lite.daemon.proctree import session_of
 from supervisord_lite.layout import DeployRoot
 from tests.faults.test_security import Daemon, start
@@ -186,4 +187,10 @@ def test_scale_600_under_a_soft_limit_of_1024_fds_answers_status(tmp_path: Path)
         assert "Too many open files" not in text and "Traceback" not in text
     finally:
         proc.terminate()
-        proc.wait(timeout=120)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:  # never leave 600 processes behind
+            proc.kill()
+            proc.wait()
+        layout = DeployRoot(root)
+        kill_previous(layout.run_dir / "children.json", layout.builds)
