@@ -19,6 +19,7 @@ from supervisord_lite.brr.digest import build_id_for, tree_digest
 from supervisord_lite.errors import BadInput, BrrError
 from supervisord_lite.layout import DeployRoot
 from supervisord_lite.manifest import load_release
+from supervisord_lite.nofollow import PlantedLink
 
 
 def prune(root: DeployRoot, keep: int) -> dict[str, Any]:
@@ -71,7 +72,11 @@ class VerifyReport:
 def verify(root: DeployRoot) -> VerifyReport:
     report = VerifyReport()
     verify_builds(root, report)
-    state = ledger.read_ledger(root.ledger, strict=False)
+    report.problems.extend(planted_links(root))
+    try:
+        state = ledger.read_ledger(root.ledger, strict=False)
+    except PlantedLink:
+        return report  # named by planted_links; nothing in it can be read safely
     if state.damage:
         report.problems.append(f"ledger: {state.damage} (writers refuse until it is repaired)")
     if state.torn:
@@ -100,6 +105,16 @@ def verify(root: DeployRoot) -> VerifyReport:
             "current: does not resolve to a complete release in releases/ of this root"
         )
     return report
+
+
+def planted_links(root: DeployRoot) -> list[str]:
+    """Symlinks where the root has a file or directory of its own: each one a problem,
+    since every writer refuses it (nofollow.py). `current` and `run/last-good` are
+    symlinks by design and are checked as releases instead."""
+    names = [root.ledger, root.logs, root.lock_file, root.run_dir / "daemon.lock"]
+    if root.logs.is_dir() and not root.logs.is_symlink():
+        names += sorted(p for p in root.logs.iterdir() if p.name.endswith(".log"))
+    return [f"{p}: a symlink where a file or directory belongs" for p in names if p.is_symlink()]
 
 
 def verify_builds(root: DeployRoot, report: VerifyReport) -> None:

@@ -254,3 +254,18 @@ def test_brr_yaml_with_a_duplicate_key_or_an_alias_bomb_is_refused(
     proc = run_brr(root, "build", str(src), check=False, timeout=60)
     assert proc.returncode == 2 and expected in one_line(proc), proc.stderr
     assert "brr.yaml" in proc.stderr
+
+
+def test_aliases_and_merge_keys_that_stay_small_still_load(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    run_brr(root, "init")
+    text = (
+        "processes:\n"
+        "  web: &web {cmd: 'sleep 1000', stop_timeout: 2}\n"
+        "  worker:\n"
+        "    <<: *web\n"
+        "    stop_timeout: 3\n"  # a merged key overridden: not a duplicate
+    )
+    run_brr(root, "deploy", str(write_app(tmp_path / "src", text)))
+    shown = run_brr(root, "show", "v1").stdout
+    assert "web x1: sleep 1000" in shown and "worker x1: sleep 1000" in shown, shown
