@@ -4,6 +4,11 @@ The layout is the contract between brr-release and the daemon (SPEC "Deploy root
 other module builds a path under ROOT by hand. IDs that come from the command line or a
 manifest are checked here before they become paths, so nothing can name a file outside
 the root (`../../etc`).
+
+Everything below ROOT may be planted by a member of the deploy group (docs/security.md):
+the writers' lock and `initialize` work on fds opened without following (nofollow.py),
+`current` counts only when it resolves to releases/<ID> of this very root, and release
+numbers stop at MAX_RELEASE_NUMBER so a forged ledger line cannot end every release.
 """
 
 from __future__ import annotations
