@@ -186,6 +186,7 @@ def activate(root: DeployRoot, release_id: str, *, event: str = "activate") -> A
     root.shared.mkdir(exist_ok=True)  # a root made before shared/ existed
     run_release_command(root, release)
     previous = root.current_release_id()
+    ledger.check(root.ledger)  # a damaged ledger refuses now, before current moves
     fsatomic.remove_stale_temps(root.path)
     fsatomic.replace_symlink(root.current, f"releases/{release.id}")
     try:

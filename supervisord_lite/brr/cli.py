@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import grp
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -166,32 +165,24 @@ Result = tuple[dict[str, Any], str, int]
 
 
 def cmd_init(root: DeployRoot, args: argparse.Namespace) -> Result:
-    for d in (root.path, root.builds, root.releases, root.run_dir, root.logs, root.shared):
-        d.mkdir(parents=True, exist_ok=True)
+    gid = group_id(args.group) if args.group else None
+    root.path.mkdir(parents=True, exist_ok=True)
     with root.locked():
-        root.ledger.touch(mode=0o640, exist_ok=True)
-        if args.group:
-            share_with_group(root, args.group)
+        root.initialize(gid)  # never through a symlink or hard link planted in the root
     note = f" (shared with group {args.group})" if args.group else ""
     return {"root": str(root.path), "group": args.group}, f"initialized {root.path}{note}", 0
 
 
-def share_with_group(root: DeployRoot, group: str) -> None:
-    """Let every member of group write releases: setgid directories, group-writable files.
+def group_id(group: str) -> int:
+    """The group that may write releases: setgid directories, group-writable files.
 
     New entries inherit the group through the setgid bit; the daemon's user, also a
     member, reads manifests (0640) through it.
     """
     try:
-        gid = grp.getgrnam(group).gr_gid
+        return grp.getgrnam(group).gr_gid
     except KeyError:
         raise BadInput(f"no such group: {group}") from None
-    for d in (root.path, root.builds, root.releases, root.run_dir, root.logs, root.shared):
-        os.chown(d, -1, gid)
-        os.chmod(d, 0o2775)
-    for f in (root.ledger, root.lock_file):
-        os.chown(f, -1, gid)
-        os.chmod(f, 0o660)
 
 
 def warn_declaration(decl: Declaration) -> None:
