@@ -21,6 +21,7 @@ import psutil
 
 from supervisord_lite.errors import OperationFailed
 from supervisord_lite.layout import DeployRoot
+from supervisord_lite.nofollow import socket_path_fd
 
 MAX_REPLY = 16 * 1024 * 1024
 CONNECT_BACKOFF = 0.005
@@ -82,7 +83,8 @@ def connect(sock: socket.socket, sock_path: Path, timeout: float) -> None:
     sock.settimeout(timeout)
     while True:
         try:
-            sock.connect(str(sock_path))
+            with socket_path_fd(sock_path) as name:  # never through a planted symlink
+                sock.connect(name)
             return
         except BlockingIOError:
             left = deadline - time.monotonic()

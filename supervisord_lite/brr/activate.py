@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from supervisord_lite import daemon_client, fsatomic, ledger, refusals
-from supervisord_lite.brr.build import exit_text, load_build_meta
+from supervisord_lite.brr.build import load_build_meta
+from supervisord_lite.brr.buildenv import exit_text
 from supervisord_lite.declaration import BASE_ENV, DEFAULT_RELEASE_TIMEOUT, RUNTIME_ENV
 from supervisord_lite.errors import NO_SPACE, BadInput, BrrError, OperationFailed
 from supervisord_lite.layout import DeployRoot, check_release_id
@@ -185,6 +186,7 @@ def activate(root: DeployRoot, release_id: str, *, event: str = "activate") -> A
     root.shared.mkdir(exist_ok=True)  # a root made before shared/ existed
     run_release_command(root, release)
     previous = root.current_release_id()
+    ledger.check(root.ledger)  # a damaged ledger refuses now, before current moves
     fsatomic.remove_stale_temps(root.path)
     fsatomic.replace_symlink(root.current, f"releases/{release.id}")
     try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import grp
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -81,6 +80,16 @@ def from_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def build_env_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--build-env",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE]",
+        help="pass NAME (from this shell, or =VALUE) to the build steps' clean environment",
+    )
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = Parser(prog=PROG, parents=[common()], description="Build and release stages.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -89,6 +98,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", help="share the root with this group (a deploy user's)")
     p = sub.add_parser("build", parents=c, help="build a source tree")
     p.add_argument("src", type=Path)
+    build_env_option(p)
     p = sub.add_parser("release", parents=c, help="a new release of a build")
     p.add_argument("--build", required=True, dest="build_id")
     release_options(p)
@@ -109,6 +119,7 @@ def make_parser() -> argparse.ArgumentParser:
     activation_options(p, with_flag=False)
     p = sub.add_parser("deploy", parents=c, help="build + release + activate")
     p.add_argument("src", type=Path)
+    build_env_option(p)
     release_options(p)
     activation_options(p, with_flag=False)
     p = sub.add_parser("rollback", parents=c, help="re-activate an earlier release")
@@ -154,32 +165,24 @@ Result = tuple[dict[str, Any], str, int]
 
 
 def cmd_init(root: DeployRoot, args: argparse.Namespace) -> Result:
-    for d in (root.path, root.builds, root.releases, root.run_dir, root.logs, root.shared):
-        d.mkdir(parents=True, exist_ok=True)
+    gid = group_id(args.group) if args.group else None
+    root.path.mkdir(parents=True, exist_ok=True)
     with root.locked():
-        root.ledger.touch(mode=0o640, exist_ok=True)
-        if args.group:
-            share_with_group(root, args.group)
+        root.initialize(gid)  # never through a symlink or hard link planted in the root
     note = f" (shared with group {args.group})" if args.group else ""
     return {"root": str(root.path), "group": args.group}, f"initialized {root.path}{note}", 0
 
 
-def share_with_group(root: DeployRoot, group: str) -> None:
-    """Let every member of group write releases: setgid directories, group-writable files.
+def group_id(group: str) -> int:
+    """The group that may write releases: setgid directories, group-writable files.
 
     New entries inherit the group through the setgid bit; the daemon's user, also a
     member, reads manifests (0640) through it.
     """
     try:
-        gid = grp.getgrnam(group).gr_gid
+        return grp.getgrnam(group).gr_gid
     except KeyError:
         raise BadInput(f"no such group: {group}") from None
-    for d in (root.path, root.builds, root.releases, root.run_dir, root.logs, root.shared):
-        os.chown(d, -1, gid)
-        os.chmod(d, 0o2775)
-    for f in (root.ledger, root.lock_file):
-        os.chown(f, -1, gid)
-        os.chmod(f, 0o660)
 
 
 def warn_declaration(decl: Declaration) -> None:
@@ -188,7 +191,7 @@ def warn_declaration(decl: Declaration) -> None:
 
 
 def cmd_build(root: DeployRoot, args: argparse.Namespace) -> Result:
-    info, reused = bld.build(root.require_initialized(), args.src.absolute())
+    info, reused = bld.build(root.require_initialized(), args.src.absolute(), args.build_env)
     warn_declaration(info.declaration)
     data = {"id": info.id, "digest": info.digest, "reused": reused}
     return data, info.id + (" (reused)" if reused else ""), 0
@@ -295,7 +298,7 @@ def cmd_deploy(root: DeployRoot, args: argparse.Namespace) -> Result:
     root.require_initialized()
     change = config_change(args)
     change.apply({})
-    staged = bld.stage(root, args.src.absolute())
+    staged = bld.stage(root, args.src.absolute(), args.build_env)
     warn_declaration(staged.info.declaration)
     since = time.time()
     # publish, release and activate under one lock: a concurrent prune cannot remove

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, NoReturn
 import anyio
 
 from supervisord_lite.daemon.ctl import add_client_commands, count_arg, run_client_command
+from supervisord_lite.daemon.limits import raise_nofile
 from supervisord_lite.daemon.logfiles import LogFiles
 from supervisord_lite.daemon.main import Daemon
 from supervisord_lite.daemon.output import Output
@@ -160,6 +161,7 @@ def hold_early_signals() -> list[int]:
 
 def run_daemon(args: argparse.Namespace) -> int:
     pending = hold_early_signals()
+    raise_nofile()  # scale 600 must not run the daemon out of descriptors (limits.py)
     root = resolve_root(args.root)
     if not root.path.is_dir():
         raise ConfigMissing(f"deploy root {root.path} does not exist")

@@ -41,7 +41,7 @@ from typing import Any
 
 from supervisord_lite import daemon_client
 from supervisord_lite.daemon.logfiles import follow_lines, tail_lines
-from supervisord_lite.errors import BrrError, OperationFailed
+from supervisord_lite.errors import BadInput, BrrError, OperationFailed
 from supervisord_lite.layout import DeployRoot, resolve_root
 
 PROG = "supervisord-lite"
@@ -273,6 +273,8 @@ PAST = {"restart": "restarted", "stop": "stopped", "start": "started"}
 
 
 def cmd_process(root: DeployRoot, args: argparse.Namespace) -> int:
+    if args.target is not None and not args.target.strip():  # an empty $VAR in a script
+        raise BadInput(f"{args.command}: empty process name (give NAME or TYPE, or none for all)")
     timeout = SHORT_TIMEOUT if args.command == "start" else LONG_TIMEOUT
     reply = call(root, {"cmd": args.command, "target": args.target}, timeout=timeout)
     names = reply.get("affected") or []

@@ -11,7 +11,10 @@ name afresh: rotation by rename with no copytruncate, so no line is lost.
 Writes are plain blocking writes to a local file from the output task; a line is at most
 64 KiB (output.py splits longer ones), so a write never stalls the loop for long. A file
 that cannot be written (disk full, permissions) is reported once per file and skipped:
-stdout (journald) still has every line.
+stdout (journald) still has every line. Neither the directory nor a file is followed
+through a symlink (nofollow.py: the daemon runs as root, and anyone who can write to
+ROOT/logs could point `web.1.log` at /etc/passwd); a rotation renames and unlinks by
+the directory's fd. A symlink at `--log-dir` itself is refused the same way.
 
 The reading side is here too, for `supervisord-lite logs NAME` when no daemon runs:
 `tail_lines` and `follow_lines`, which follows a name the way `tail -F` does. Following
@@ -30,6 +33,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from supervisord_lite import nofollow
+from supervisord_lite.nofollow import PlantedLink
 
 log = logging.getLogger(__name__)
 
@@ -64,31 +70,41 @@ class LogFiles:
                 current = self._open_file(name)
             os.write(current.fd, line)
             current.size += len(line)
-        except OSError as exc:
+        except (OSError, PlantedLink) as exc:
             if name not in self._broken:
                 self._broken.add(name)
-                log.error("log file of %s: %s; its lines still go to stdout", name, exc.strerror)
+                reason = exc.message if isinstance(exc, PlantedLink) else exc.strerror
+                log.error("log file of %s: %s; its lines still go to stdout", name, reason)
             self._close(name)
         else:
             self._broken.discard(name)
 
     def _open_file(self, name: str) -> OpenLog:
-        fd = os.open(self.path(name), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        rel = f"{self.directory.name}/{self.path(name).name}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        fd = nofollow.open_file(self.directory.parent, rel, flags, 0o640)
         entry = OpenLog(fd, os.fstat(fd).st_size)
         self._open[name] = entry
         return entry
 
     def _rotate(self, name: str) -> None:
         self._close(name)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path(name, self.keep))
-        for n in range(self.keep - 1, 0, -1):
+        dir_fd = nofollow.open_dir(self.directory.parent, self.directory.name)
+        try:
             with contextlib.suppress(FileNotFoundError):
-                os.rename(self.path(name, n), self.path(name, n + 1))
-        if self.keep > 0:
-            os.rename(self.path(name), self.path(name, 1))
-        else:
-            os.unlink(self.path(name))
+                os.unlink(self.path(name, self.keep).name, dir_fd=dir_fd)
+            for n in range(self.keep - 1, 0, -1):
+                with contextlib.suppress(FileNotFoundError):
+                    older, newer = self.path(name, n).name, self.path(name, n + 1).name
+                    os.rename(older, newer, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            current = self.path(name).name
+            if self.keep > 0:
+                first = self.path(name, 1).name
+                os.rename(current, first, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            else:
+                os.unlink(current, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def _close(self, name: str) -> None:
         entry = self._open.pop(name, None)
@@ -110,8 +126,20 @@ class LogFiles:
 
 def tail_lines(path: Path, n: int) -> list[bytes]:
     """The last n lines of path (without their newlines), reading only what it needs."""
-    with open(path, "rb") as f:
-        return _tail_of(f.fileno(), n, os.fstat(f.fileno()).st_size)
+    fd = open_for_reading(path)
+    try:
+        return _tail_of(fd, n, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
+def open_for_reading(path: Path) -> int:
+    """A log file opened without following a symlink (nor waiting on a planted FIFO):
+    `logs` is run as root, and ROOT/logs is writable by the deploy group.
+
+    Raises OSError (FileNotFoundError when there is none) or PlantedLink.
+    """
+    return nofollow.open_file(path.parent.parent, f"{path.parent.name}/{path.name}", os.O_RDONLY)
 
 
 def _tail_of(fd: int, n: int, end: int) -> list[bytes]:
@@ -136,7 +164,7 @@ def follow_lines(path: Path, n: int, *, poll: float = POLL_INTERVAL) -> Iterator
     whole; a last line with no newline, in a file left behind, as it is. Raises OSError
     when path cannot be opened at the start.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = open_for_reading(path)
     try:
         offset = os.fstat(fd).st_size
         partial = b""
@@ -180,8 +208,8 @@ def _read_from(fd: int, offset: int) -> bytes:
 def _open_if_moved(held: int, path: Path) -> int | None:
     """An fd on path if path is now a file other than held's, with data in it."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+        fd = open_for_reading(path)
+    except (FileNotFoundError, PlantedLink):
         return None
     new, old = os.fstat(fd), os.fstat(held)
     if (new.st_dev, new.st_ino) != (old.st_dev, old.st_ino) and new.st_size > 0:

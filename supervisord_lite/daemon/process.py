@@ -47,7 +47,7 @@ from supervisord_lite.daemon.notify import ChildNotify, open_child_notify
 from supervisord_lite.daemon.output import Output
 from supervisord_lite.daemon.policy import Exit, Streak, after_exit
 from supervisord_lite.daemon.ready import ReadyContext, ReadyFailed, ReadyRegistry
-from supervisord_lite.daemon.reaper import Reaper, killpg
+from supervisord_lite.daemon.reaper import Reaper
 from supervisord_lite.daemon.sockets import SocketPool
 from supervisord_lite.daemon.spawn import Child, child_env, plan, spawn
 from supervisord_lite.daemon.states import RESTING, ProcEvent, ProcState, next_state
@@ -175,7 +175,7 @@ class Process:
         child = self._child
         if child is None or child.exit_code is not None or self._signalled_at is not None:
             return  # not spawned yet, or gone: _escalate does what is left
-        killpg(child.pid, self.spec.signal_number)
+        self.services.reaper.signal_group(child.pid, self.spec.signal_number)
         self._signalled_at = time.monotonic()
         if self._waiter is not None:
             self._waiter.deadline = anyio.current_time() + self.spec.stop_timeout
@@ -341,7 +341,7 @@ class Process:
     async def _escalate(self, child: Child) -> int:
         """The rest of the bounded escalation: SIGKILL once stop_timeout has passed."""
         if self._signalled_at is None:  # asked before it was spawned
-            killpg(child.pid, self.spec.signal_number)
+            self.services.reaper.signal_group(child.pid, self.spec.signal_number)
             self._signalled_at = time.monotonic()
         left = self._signalled_at + self.spec.stop_timeout - time.monotonic()
         with anyio.move_on_after(left):
@@ -352,7 +352,7 @@ class Process:
             self.spec.stop_timeout,
             self.spec.stop_signal,
         )
-        killpg(child.pid, signal.SIGKILL)
+        self.services.reaper.signal_group(child.pid, signal.SIGKILL)
         return await child.wait()
 
     def _after_exit(self, code: int, *, error: str | None = None) -> None:
