@@ -223,8 +223,8 @@ class Supervisor:
             await self._accepted(new)
         else:
             await self._refuse(new.id, self.last_switch.error or "the switch failed")
-        self.notifier.ready()
         self._tell_status()
+        self.notifier.ready()
 
     async def _refuse(self, release_id: str, reason: str) -> None:
         running = self.active.release.id if self.active else None
@@ -244,6 +244,9 @@ class Supervisor:
         text = status_text(self.state.value, self.active)
         if self.fallback is not None:
             text += "; " + self.fallback.text()
+        last = self.last_switch
+        if last is not None and not last.ok:  # until the next switch that works
+            text += f"; refused {last.to_id}: {last.error}"
         self.notifier.status(text)
 
     # --- switch.Host ------------------------------------------------------------------------
