@@ -17,13 +17,19 @@ import yaml
 
 from supervisord_lite.errors import ValidationError
 
+# libyaml's parser under the same safe constructor: the same data, about ten times faster
+# than the pure-Python parser, which cost `brr-release releases` over 1 ms a release
+SAFE_LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(
+    yaml, "CSafeLoader", yaml.SafeLoader
+)
+
 
 def load_yaml(text: bytes | str, source: str) -> Any:
     """Parse YAML text; any failure becomes a one-line ValidationError."""
     try:
         if isinstance(text, bytes):
             text = text.decode("utf-8")
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=SAFE_LOADER)
     except UnicodeDecodeError as exc:
         raise ValidationError(source, "", f"not UTF-8 text (byte {exc.start})") from None
     except yaml.MarkedYAMLError as exc:
