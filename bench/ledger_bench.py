@@ -119,7 +119,9 @@ def measure(root: Path, size: int, runs: int, base: Path) -> dict[str, float]:
     return {c: bl.median(v) for c, v in out.items()}
 
 
-def render(results: dict[int, dict[str, float]], sizes: list[int], runs: int) -> str:
+def render(
+    results: dict[int, dict[str, float]], sizes: list[int], runs: int, note: str = ""
+) -> str:
     smallest = min(sizes)
     rows = []
     for size in sizes:
@@ -147,7 +149,8 @@ def render(results: dict[int, dict[str, float]], sizes: list[int], runs: int) ->
         f"median of {runs} runs of the real `brr-release` (interpreter start-up included). "
         "In parentheses: the marginal cost per release over the smallest root, "
         "(t(S) - t(10)) / (S - 10); constant down a column is linear. "
-        f"Load average (1 min) at the end: {os.getloadavg()[0]:.2f}.",
+        f"Load average (1 min) at the end: {os.getloadavg()[0]:.2f}."
+        + (f" {note}" if note else ""),
         "",
         bl.table(["releases in the root", *COMMANDS], rows),
     ]
@@ -167,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int)
     ap.add_argument("--save", action="store_true", help="save even with --quick")
     ap.add_argument("--no-save", action="store_true", help="only print")
+    ap.add_argument("--note", default="", help="a sentence added to the section's header")
     args = ap.parse_args(argv)
     sizes = [10, 100, 1000] if args.quick else [10, 100, 1000, 5000]
     if args.sizes:
@@ -176,6 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     if not BRR.exists():
         print(f"{BRR} is not installed (make venv)", file=sys.stderr)
         return 1
+    # byte-compiled first, as an install from a wheel is: with PYTHONDONTWRITEBYTECODE
+    # set, an editable install would otherwise compile its source at every command
+    package = bl.REPO / "supervisord_lite"
+    subprocess.run(
+        [str(bl.VENV_BIN / "python"), "-m", "compileall", "-q", str(package)], timeout=120
+    )
     results: dict[int, dict[str, Any]] = {}
     base = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
     try:
@@ -189,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    text = render(results, sizes, runs)
+    text = render(results, sizes, runs, args.note)
     print(text)
     bl.OUT.mkdir(parents=True, exist_ok=True)
     (bl.OUT / "ledger_bench.json").write_text(json.dumps(results, indent=2) + "\n")
