@@ -222,6 +222,16 @@ class Program:
     count: int
 
 
+MAX_SCALE = 1000  # a release's most instances of one process type
+
+
+def sleepers(n: int) -> list[Program]:
+    """n copies of PROGRAM_CMD, as programs of at most MAX_SCALE (the same for every peer)."""
+    names = [PROGRAM, *(f"{PROGRAM}{i}" for i in range(2, n // MAX_SCALE + 2))]
+    counts = [min(MAX_SCALE, n - i * MAX_SCALE) for i in range((n + MAX_SCALE - 1) // MAX_SCALE)]
+    return [Program(name, PROGRAM_CMD, count) for name, count in zip(names, counts, strict=False)]
+
+
 @dataclass
 class Run:
     peer: str
@@ -362,7 +372,7 @@ def make_deploy_root(root: Path, programs: list[Program]) -> None:
     for p in programs:
         # ready at once for the sleeps; the crash loop keeps the default (after 1 s), as
         # supervisord keeps startsecs=1
-        ready = manifest.ReadyCheck("after", seconds=0 if p.name == PROGRAM else 1.0)
+        ready = manifest.ReadyCheck("after", seconds=0 if p.cmd == PROGRAM_CMD else 1.0)
         processes[p.name] = manifest.ProcessSpec(type=p.name, cmd=p.cmd, scale=p.count, ready=ready)
     release = manifest.Release(
         id="v1",
@@ -692,7 +702,7 @@ def measure_status(run: Run, n: int, runs: int) -> dict[str, Any]:
 
 def bench_formation(peer: str, n: int, base: Path, cfg: Config) -> dict[str, Any]:
     result: dict[str, Any] = {}
-    run = launch(peer, base, [Program(PROGRAM, PROGRAM_CMD, n)])
+    run = launch(peer, base, sleepers(n))
     # supervisord spawns about 100 a second here, and stops as slowly: scale the deadlines
     spawn_timeout = max(cfg.spawn_timeout, n * 0.1)
     try:
