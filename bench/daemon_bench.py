@@ -491,20 +491,28 @@ def kill_pid(pid: int, start: int | None = None) -> None:
 
 
 def cleanup(run: Run) -> None:
-    """Kill the supervisor and everything it ever started, by pid; never by name."""
+    """Kill the supervisor and everything it ever started, by pid; never by name.
+
+    The supervisor's pid (and so its process group's id) is signalled only while it is
+    our unreaped child: once Popen has reaped it the pid is free, and where pids wrap
+    quickly (5,000 children, pid_max 32768) it can name someone else's process group by
+    the time we get here. Its members were all seen in the tree, and go by pid.
+    """
     if run.cleaned:
         return
     run.cleaned = True
-    if run.popen.poll() is None:
+    alive = run.popen.poll() is None  # until we wait(), the pid stays ours, even a zombie
+    if alive:
         with contextlib.suppress(ProcessLookupError):
             os.kill(run.pid, signal.SIGSTOP)  # no more spawns while we kill its children
     run.tree.refresh()
     for pid, start in run.tree.seen.items():
         if pid != run.pid:
             kill_pid(pid, start)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(run.pid, signal.SIGKILL)
-    kill_pid(run.pid)
+    if alive:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(run.pid, signal.SIGKILL)
+        kill_pid(run.pid)
     try:
         run.popen.wait(timeout=10)
     except subprocess.TimeoutExpired:
@@ -622,7 +630,7 @@ def measure_respawn(run: Run, n: int, kills: int, timeout: float) -> dict[str, A
         baseline = proc_pids()
         checked: set[int] = set()
         t0 = time.perf_counter()
-        os.kill(victim, signal.SIGKILL)
+        kill_pid(victim, run.tree.members[victim].start)  # only if it is still that sleep
         found = None
         while found is None and time.perf_counter() - t0 < timeout:
             for pid in proc_pids() - baseline - checked:
