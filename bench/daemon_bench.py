@@ -48,8 +48,9 @@ all" that no deployment pays.
 Deadlines grow with N (spawn 0.1 s a process, stop 0.04 s): where a supervisor misses
 one, its row says how far it got, which is where it gives up. Each supervisor runs under
 `prlimit --nproc` (checked in /proc/PID/limits; the kernel exempts root, so every poll
-also stops a tree that outgrows N + max(64, N / 4)), with RLIMIT_NOFILE raised to 65,536
-(supervisord needs about 5 fds a child; supervisord-lite does not raise its own limit).
+also stops a tree that outgrows N + max(64, N / 4)), with RLIMIT_NOFILE raised toward
+65,536, the hard limit too where the harness may (supervisord needs about 5 fds a child;
+supervisord-lite does not raise its own limit); the table says what it got.
 Every process a run starts is killed by pid at the end,
 even on error: the supervisor is stopped (SIGSTOP) so it can spawn no more, then every
 pid ever seen in its tree is killed (checked against its start time), then its process
@@ -546,7 +547,8 @@ def wait_running(run: Run, n: int, timeout: float) -> float:
             if confirmed >= n:
                 return now - run.started
         if now > deadline:
-            raise BenchFailure(f"{count}/{n} running after {timeout:g} s")
+            last = tail(run.log, 1) or tail(run.workdir / "supervisord.log", 1)
+            raise BenchFailure(f"{count}/{n} running after {timeout:g} s; last logged: {last}")
         time.sleep(0.02)
 
 
@@ -874,7 +876,7 @@ def render(
     out = [
         "## Daemon: supervisord-lite, supervisord and circus side by side",
         "",
-        f"`{' '.join(['bench/daemon_bench.py', *sys.argv[1:]])}` on {bl.machine_line()}; "
+        f"`{bl.command_line('bench/daemon_bench.py', sys.argv[1:])}` on {bl.machine_line()}; "
         f"supervisord {versions.get('supervisord', '?')}, circus {versions.get('circus', '?')}"
         f"{' (--quick: shorter windows, fewer kills)' if quick else ''}. "
         "Each supervisor runs N copies of `sleep 100000`; figures in parentheses are the "
@@ -991,7 +993,9 @@ def nproc_note(results: dict[str, Any], cfg: Config) -> str:
     )
     return (
         "Every supervisor runs under `prlimit --nproc` (checked in /proc/PID/limits): "
-        f"{how}. RLIMIT_NOFILE is raised to 65,536 for the harness and what it starts."
+        f"{how}. RLIMIT_NOFILE for the harness and what it starts: "
+        f"{results.get('nofile', '?')} (65,536 asked; the hard limit is raised only "
+        "where the harness may)."
     )
 
 
@@ -1214,6 +1218,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": versions,
     }
     results["nproc_enforced"] = nproc_enforced()
+    results["nofile"] = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     base = Path(tempfile.mkdtemp(prefix="daemon-bench-"))
     try:
         if "supervisord-lite" not in skip and "supervisord-lite" in cfg.peers:

@@ -145,7 +145,7 @@ def render(
     text = [
         "## Cost against size: releases, verify, activate, prune",
         "",
-        f"`{' '.join(['bench/ledger_bench.py', *sys.argv[1:]])}` on {bl.machine_line()}, "
+        f"`{bl.command_line('bench/ledger_bench.py', sys.argv[1:])}` on {bl.machine_line()}, "
         f"median of {runs} runs of the real `brr-release` (interpreter start-up included). "
         "In parentheses: the marginal cost per release over the smallest root, "
         "(t(S) - t(10)) / (S - 10); constant down a column is linear. "
