@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from supervisord_lite.errors import OperationFailed
 from supervisord_lite.layout import DeployRoot
 from supervisord_lite.nofollow import socket_path_fd
@@ -42,16 +40,21 @@ def daemon_pid(root: DeployRoot) -> int | None:
 
     A pidfile can outlive its daemon and its pid be reused by anything; the pid counts
     only while that process is alive and its command line is the daemon's `run`.
+    /proc is read directly, not through psutil: importing psutil costs a short command
+    (status, activate) more than the whole rest of its work.
     """
     pid = read_pid(root)
     if pid is None:
         return None
     try:
-        cmdline = psutil.Process(pid).cmdline()
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
         return None
-    except psutil.AccessDenied:
+    except PermissionError:
         return pid
+    except OSError:
+        return None
+    cmdline = raw.decode(errors="replace").split("\0")  # empty for a zombie
     joined = " ".join(cmdline)
     if "run" in cmdline and any(marker in joined for marker in DAEMON_MARKERS):
         return pid

@@ -31,8 +31,13 @@ class DuplicateKey(yaml.YAMLError):
         self.key, self.first, self.second = key, first, second
 
 
-class StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping."""
+# libyaml's parser under the same safe constructor: the same data, about ten times faster
+# than the pure-Python parser, which cost `brr-release releases` over 1 ms a release
+_BASE: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class StrictLoader(_BASE):  # type: ignore[valid-type,misc]
+    """The safe loader, refusing a key given twice in one mapping."""
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -47,7 +52,8 @@ class StrictLoader(yaml.SafeLoader):
                 seen[key] = line
             except TypeError:  # an unhashable key: SafeConstructor refuses it itself
                 continue
-        return super().construct_mapping(node, deep=deep)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
 
 
 def expanded_size(node: Node, memo: dict[int, int]) -> int:

@@ -15,14 +15,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from supervisord_lite import fsatomic
-from supervisord_lite.brr import activate as act
-from supervisord_lite.brr import build as bld
-from supervisord_lite.brr import importers, inspect, maintenance, oneoff
-from supervisord_lite.brr import releases as rel
-from supervisord_lite.declaration import Declaration, declaration_warnings
 from supervisord_lite.errors import (
     NO_SPACE,
     BadInput,
@@ -32,6 +26,13 @@ from supervisord_lite.errors import (
     os_errors_leave,
 )
 from supervisord_lite.layout import DeployRoot, resolve_root
+
+# Each command imports the modules it uses, in its own body: `releases` or `--help` do
+# not pay for yaml, the builder or the daemon client they never touch.
+if TYPE_CHECKING:
+    from supervisord_lite.brr import activate as act
+    from supervisord_lite.brr import releases as rel
+    from supervisord_lite.declaration import Declaration
 
 PROG = "brr-release"
 DEFAULT_WAIT = 300.0
@@ -186,11 +187,15 @@ def group_id(group: str) -> int:
 
 
 def warn_declaration(decl: Declaration) -> None:
+    from supervisord_lite.declaration import declaration_warnings
+
     for line in declaration_warnings(decl):
         print(f"{PROG}: warning: {line}", file=sys.stderr)
 
 
 def cmd_build(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import build as bld
+
     info, reused = bld.build(root.require_initialized(), args.src.absolute(), args.build_env)
     warn_declaration(info.declaration)
     data = {"id": info.id, "digest": info.digest, "reused": reused}
@@ -198,6 +203,8 @@ def cmd_build(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def config_change(args: argparse.Namespace) -> rel.ConfigChange:
+    from supervisord_lite.brr import releases as rel
+
     return rel.ConfigChange(tuple(args.env_file), tuple(args.sets), tuple(args.unsets))
 
 
@@ -219,6 +226,8 @@ def new_release_then(root: DeployRoot, args: argparse.Namespace, make: Callable[
 
 def activate(root: DeployRoot, release_id: str, *, event: str = "activate") -> act.Activation:
     """act.activate, saying what an OSError left: `current` moves last, by one rename."""
+    from supervisord_lite.brr import activate as act
+
     with os_errors_leave(f"current was not moved to {release_id}"):
         return act.activate(root, release_id, event=event)
 
@@ -226,6 +235,8 @@ def activate(root: DeployRoot, release_id: str, *, event: str = "activate") -> a
 def finish_activation(
     root: DeployRoot, args: argparse.Namespace, activation: act.Activation, since: float
 ) -> dict[str, Any]:
+    from supervisord_lite.brr import activate as act
+
     pid = act.signal_and_wait(
         root,
         activation.release.id,
@@ -251,11 +262,15 @@ def signal_note(data: dict[str, Any]) -> str:
 
 
 def cmd_release(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import releases as rel
+
     change = config_change(args)
     return new_release_then(root, args, lambda: rel.release_from_build(root, args.build_id, change))
 
 
 def cmd_config(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import releases as rel
+
     if args.config_command == "set":
         change = rel.ConfigChange(sets=tuple(args.items))
     else:
@@ -265,6 +280,8 @@ def cmd_config(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def cmd_scale(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import releases as rel
+
     formation = rel.parse_formation(tuple(args.items))
     return new_release_then(
         root, args, lambda: rel.release_with_scale(root, formation, args.from_id)
@@ -274,6 +291,8 @@ def cmd_scale(root: DeployRoot, args: argparse.Namespace) -> Result:
 def activate_and_report(
     root: DeployRoot, args: argparse.Namespace, release_id: str, event: str
 ) -> Result:
+    from supervisord_lite.brr import activate as act
+
     root.require_initialized()
     since = time.time()
     with root.locked():
@@ -295,6 +314,9 @@ def cmd_rollback(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def cmd_deploy(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import build as bld
+    from supervisord_lite.brr import releases as rel
+
     root.require_initialized()
     change = config_change(args)
     change.apply({})
@@ -315,21 +337,29 @@ def cmd_deploy(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def cmd_releases(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import inspect
+
     data = inspect.list_releases(root.require_initialized())
     return data, inspect.format_releases(data), 0
 
 
 def cmd_show(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import inspect
+
     data = inspect.show(root.require_initialized(), args.release_id, show_values=args.show_values)
     return data, inspect.format_show(data), 0
 
 
 def cmd_diff(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import inspect
+
     data = inspect.diff(root.require_initialized(), args.a, args.b, show_values=args.show_values)
     return data, inspect.format_diff(data), 0
 
 
 def cmd_prune(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import maintenance
+
     root.require_initialized()
     with root.locked(), os_errors_leave("the prune stopped part way; what is left is whole"):
         data = maintenance.prune(root, args.keep)
@@ -339,6 +369,8 @@ def cmd_prune(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def cmd_verify(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import maintenance
+
     report = maintenance.verify(root.require_initialized())
     lines = [*report.problems, *(f"note: {n}" for n in report.notes)]
     verdict = "ok" if not report.problems else f"{len(report.problems)} problem(s)"
@@ -347,6 +379,8 @@ def cmd_verify(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def cmd_run(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import oneoff
+
     command = list(args.oneoff)
     if command[:1] == ["--"]:
         command = command[1:]
@@ -354,6 +388,9 @@ def cmd_run(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def cmd_import(args: argparse.Namespace) -> Result:
+    from supervisord_lite import fsatomic
+    from supervisord_lite.brr import importers
+
     if args.import_command == "procfile":
         imported = importers.import_procfile(args.file, args.env_file)
     else:
