@@ -43,10 +43,10 @@ from supervisord_lite.daemon.bus import (
     ProcessSpawned,
     ProcessStateChanged,
 )
-from supervisord_lite.daemon.notify import ChildNotify, open_child_notify
 from supervisord_lite.daemon.output import Output
 from supervisord_lite.daemon.policy import Exit, Streak, after_exit
 from supervisord_lite.daemon.ready import ReadyContext, ReadyFailed, ReadyRegistry
+from supervisord_lite.daemon.ready_notify import ChildNotify, open_child_notify
 from supervisord_lite.daemon.reaper import Reaper, killpg
 from supervisord_lite.daemon.sockets import SocketPool
 from supervisord_lite.daemon.spawn import Child, child_env, plan, spawn
