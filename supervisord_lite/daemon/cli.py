@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import anyio
 
-from supervisord_lite.daemon.ctl import add_client_commands, count_arg, run_client_command
+from supervisord_lite.client.ctl import add_client_commands, count_arg, run_client_command
 from supervisord_lite.daemon.logfiles import LogFiles
 from supervisord_lite.daemon.main import Daemon
 from supervisord_lite.daemon.output import Output
