@@ -32,9 +32,9 @@ from supervisord_lite.daemon.logfiles import LogFiles
 from supervisord_lite.daemon.main import Daemon
 from supervisord_lite.daemon.output import Output
 from supervisord_lite.daemon.pidfile import hold_daemon_lock
-from supervisord_lite.daemon.process import Services
 from supervisord_lite.daemon.ready import ReadyRegistry
 from supervisord_lite.daemon.reaper import Reaper, become_subreaper, kill_previous
+from supervisord_lite.daemon.services import Services
 from supervisord_lite.daemon.spawn import base_env
 from supervisord_lite.daemon.startup import load_first
 from supervisord_lite.declaration import RUNTIME_ENV
