@@ -34,7 +34,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +46,13 @@ from supervisord_lite.client.connection import (
 )
 from supervisord_lite.client.logread import follow_lines, tail_lines
 from supervisord_lite.client.settle import NotSettled, wait_settled
+from supervisord_lite.client.status_view import cell, format_status
 from supervisord_lite.errors import BrrError, OperationFailed
 from supervisord_lite.layout import DeployRoot, resolve_root
 
 PROG = "supervisord-lite"
 LONG_TIMEOUT = 900.0  # restart/stop wait for stop_timeout escalations
 DEFAULT_WAIT = 300.0
-COLUMNS = ("NAME", "STATE", "PID", "RESTARTS", "UPTIME", "RELEASE")
 
 
 def count_arg(text: str) -> int:
@@ -115,83 +114,6 @@ def run_client_command(args: argparse.Namespace) -> int:
 
 
 # --- status ------------------------------------------------------------------------------
-
-
-def format_uptime(seconds: object) -> str:
-    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
-def cell(value: object) -> str:
-    return "-" if value is None else str(value)
-
-
-def format_time(at: object) -> str:
-    if not isinstance(at, int | float):
-        return "?"
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def format_status(status: dict[str, Any]) -> str:
-    rows = [list(COLUMNS)]
-    for p in status.get("processes") or []:
-        rows.append(
-            [
-                cell(p.get("name")),
-                cell(p.get("state")),
-                cell(p.get("pid")),
-                cell(p.get("restarts")),
-                format_uptime(p.get("uptime")),
-                cell(p.get("release")),
-            ]
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    lines = [
-        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    ]
-    if len(rows) == 1:
-        lines.append("(no processes)")
-    for p in status.get("processes") or []:
-        if p.get("note"):
-            lines.append(f"note: {cell(p.get('name'))}: {p['note']}")
-    lines.append(f"release: {cell(status.get('release'))} (build {cell(status.get('build'))})")
-    lines.append(f"state: {cell(status.get('state'))}")
-    last = status.get("last_switch")
-    if isinstance(last, dict):
-        outcome = "ok" if last.get("ok") else f"FAILED: {last.get('error')}"
-        lines.append(
-            f"last switch: {cell(last.get('from'))} -> {cell(last.get('to'))} {outcome} "
-            f"in {cell(last.get('seconds'))} s at {format_time(last.get('finished_at'))}"
-        )
-    else:
-        lines.append("last switch: none")
-    rejected = status.get("rejected")
-    if isinstance(rejected, dict):
-        lines.append(
-            f"rejected: {cell(rejected.get('id'))} at {format_time(rejected.get('at'))}: "
-            f"{rejected.get('error')}"
-        )
-    fallback = status.get("fallback")
-    if isinstance(fallback, dict):
-        lines.append(
-            f"current {cell(fallback.get('current'))} not run ({fallback.get('reason')}): "
-            f"FALLING BACK to last-good {cell(fallback.get('running'))}"
-        )
-    for refusal in status.get("refused") or []:
-        if isinstance(refusal, dict):
-            lines.append(
-                f"refused: {cell(refusal.get('id'))} at {format_time(refusal.get('at'))}: "
-                f"{refusal.get('reason')}"
-            )
-    return "\n".join(lines)
 
 
 def cmd_status(root: DeployRoot, args: argparse.Namespace) -> int:
