@@ -19,15 +19,9 @@ from tests.helpers import BRR, DAEMON, PY, run_brr, wait_until
 # never in a client command: the daemon's event loop and process table
 NOT_IN_CLIENTS = ("anyio", "psutil", "watchfiles", "prometheus_client")
 # what `supervisord-lite`'s client commands may load of the daemon package: the CLI
-# itself, the control client, and the log-file reader `logs` falls back to
-CONTROL_CLIENT = frozenset(
-    {
-        "supervisord_lite.daemon",
-        "supervisord_lite.daemon.cli",
-        "supervisord_lite.daemon.ctl",
-        "supervisord_lite.daemon.logfiles",
-    }
-)
+# itself (the console script's module); the control client and the log-file reader are
+# supervisord_lite.client
+CONTROL_CLIENT = frozenset({"supervisord_lite.daemon", "supervisord_lite.daemon.cli"})
 
 
 def imported(argv: list[str], env: dict[str, str] | None = None) -> tuple[set[str], str]:

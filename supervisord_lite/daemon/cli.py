@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from supervisord_lite.daemon.ctl import add_client_commands, count_arg, run_client_command
+from supervisord_lite.client.ctl import add_client_commands, count_arg, run_client_command
 from supervisord_lite.errors import BadInput, BrrError, ConfigMissing
 from supervisord_lite.layout import resolve_root
 
@@ -158,8 +158,8 @@ def run_daemon(args: argparse.Namespace) -> int:
     from supervisord_lite.daemon.main import Daemon
     from supervisord_lite.daemon.output import Output
     from supervisord_lite.daemon.pidfile import hold_daemon_lock
-    from supervisord_lite.daemon.process import Services
     from supervisord_lite.daemon.reaper import Reaper, become_subreaper, kill_previous
+    from supervisord_lite.daemon.services import Services
     from supervisord_lite.daemon.spawn import base_env
     from supervisord_lite.daemon.startup import load_first
     from supervisord_lite.declaration import RUNTIME_ENV

@@ -26,7 +26,7 @@ from supervisord_lite import refusals
 from supervisord_lite.daemon.bus import DaemonStopping, ReleaseLoaded, ReloadRejected
 from supervisord_lite.daemon.generation import Generation, NotReady, shared_address_checks
 from supervisord_lite.daemon.notify import SystemdNotifier, Vitals
-from supervisord_lite.daemon.process import Process, Services
+from supervisord_lite.daemon.process import Process
 from supervisord_lite.daemon.refusing import accept, refuse
 from supervisord_lite.daemon.requests import (
     DaemonEvent,
@@ -36,6 +36,7 @@ from supervisord_lite.daemon.requests import (
     Requests,
     next_daemon_state,
 )
+from supervisord_lite.daemon.services import Services
 from supervisord_lite.daemon.sockets import SocketBindError
 from supervisord_lite.daemon.startup import Fallback, load_last_good, load_manifest
 from supervisord_lite.daemon.states import ProcState
