@@ -11,19 +11,12 @@ from __future__ import annotations
 import argparse
 import grp
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from supervisord_lite import fsatomic
-from supervisord_lite.brr import activate as act
-from supervisord_lite.brr import build as bld
-from supervisord_lite.brr import importers, inspect, maintenance, oneoff
-from supervisord_lite.brr import releases as rel
-from supervisord_lite.declaration import Declaration, declaration_warnings
 from supervisord_lite.errors import (
     NO_SPACE,
     BadInput,
@@ -33,6 +26,13 @@ from supervisord_lite.errors import (
     os_errors_leave,
 )
 from supervisord_lite.layout import DeployRoot, resolve_root
+
+# Each command imports the modules it uses, in its own body: `releases` or `--help` do
+# not pay for yaml, the builder or the daemon client they never touch.
+if TYPE_CHECKING:
+    from supervisord_lite.brr import activate as act
+    from supervisord_lite.brr import releases as rel
+    from supervisord_lite.declaration import Declaration
 
 PROG = "brr-release"
 DEFAULT_WAIT = 300.0
@@ -81,6 +81,16 @@ def from_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def build_env_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--build-env",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE]",
+        help="pass NAME (from this shell, or =VALUE) to the build steps' clean environment",
+    )
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = Parser(prog=PROG, parents=[common()], description="Build and release stages.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -89,6 +99,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", help="share the root with this group (a deploy user's)")
     p = sub.add_parser("build", parents=c, help="build a source tree")
     p.add_argument("src", type=Path)
+    build_env_option(p)
     p = sub.add_parser("release", parents=c, help="a new release of a build")
     p.add_argument("--build", required=True, dest="build_id")
     release_options(p)
@@ -109,6 +120,7 @@ def make_parser() -> argparse.ArgumentParser:
     activation_options(p, with_flag=False)
     p = sub.add_parser("deploy", parents=c, help="build + release + activate")
     p.add_argument("src", type=Path)
+    build_env_option(p)
     release_options(p)
     activation_options(p, with_flag=False)
     p = sub.add_parser("rollback", parents=c, help="re-activate an earlier release")
@@ -154,47 +166,45 @@ Result = tuple[dict[str, Any], str, int]
 
 
 def cmd_init(root: DeployRoot, args: argparse.Namespace) -> Result:
-    for d in (root.path, root.builds, root.releases, root.run_dir, root.logs, root.shared):
-        d.mkdir(parents=True, exist_ok=True)
+    gid = group_id(args.group) if args.group else None
+    root.path.mkdir(parents=True, exist_ok=True)
     with root.locked():
-        root.ledger.touch(mode=0o640, exist_ok=True)
-        if args.group:
-            share_with_group(root, args.group)
+        root.initialize(gid)  # never through a symlink or hard link planted in the root
     note = f" (shared with group {args.group})" if args.group else ""
     return {"root": str(root.path), "group": args.group}, f"initialized {root.path}{note}", 0
 
 
-def share_with_group(root: DeployRoot, group: str) -> None:
-    """Let every member of group write releases: setgid directories, group-writable files.
+def group_id(group: str) -> int:
+    """The group that may write releases: setgid directories, group-writable files.
 
     New entries inherit the group through the setgid bit; the daemon's user, also a
     member, reads manifests (0640) through it.
     """
     try:
-        gid = grp.getgrnam(group).gr_gid
+        return grp.getgrnam(group).gr_gid
     except KeyError:
         raise BadInput(f"no such group: {group}") from None
-    for d in (root.path, root.builds, root.releases, root.run_dir, root.logs, root.shared):
-        os.chown(d, -1, gid)
-        os.chmod(d, 0o2775)
-    for f in (root.ledger, root.lock_file):
-        os.chown(f, -1, gid)
-        os.chmod(f, 0o660)
 
 
 def warn_declaration(decl: Declaration) -> None:
+    from supervisord_lite.declaration import declaration_warnings
+
     for line in declaration_warnings(decl):
         print(f"{PROG}: warning: {line}", file=sys.stderr)
 
 
 def cmd_build(root: DeployRoot, args: argparse.Namespace) -> Result:
-    info, reused = bld.build(root.require_initialized(), args.src.absolute())
+    from supervisord_lite.brr import build as bld
+
+    info, reused = bld.build(root.require_initialized(), args.src.absolute(), args.build_env)
     warn_declaration(info.declaration)
     data = {"id": info.id, "digest": info.digest, "reused": reused}
     return data, info.id + (" (reused)" if reused else ""), 0
 
 
 def config_change(args: argparse.Namespace) -> rel.ConfigChange:
+    from supervisord_lite.brr import releases as rel
+
     return rel.ConfigChange(tuple(args.env_file), tuple(args.sets), tuple(args.unsets))
 
 
@@ -216,6 +226,8 @@ def new_release_then(root: DeployRoot, args: argparse.Namespace, make: Callable[
 
 def activate(root: DeployRoot, release_id: str, *, event: str = "activate") -> act.Activation:
     """act.activate, saying what an OSError left: `current` moves last, by one rename."""
+    from supervisord_lite.brr import activate as act
+
     with os_errors_leave(f"current was not moved to {release_id}"):
         return act.activate(root, release_id, event=event)
 
@@ -223,6 +235,8 @@ def activate(root: DeployRoot, release_id: str, *, event: str = "activate") -> a
 def finish_activation(
     root: DeployRoot, args: argparse.Namespace, activation: act.Activation, since: float
 ) -> dict[str, Any]:
+    from supervisord_lite.brr import activate as act
+
     pid = act.signal_and_wait(
         root,
         activation.release.id,
@@ -248,11 +262,15 @@ def signal_note(data: dict[str, Any]) -> str:
 
 
 def cmd_release(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import releases as rel
+
     change = config_change(args)
     return new_release_then(root, args, lambda: rel.release_from_build(root, args.build_id, change))
 
 
 def cmd_config(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import releases as rel
+
     if args.config_command == "set":
         change = rel.ConfigChange(sets=tuple(args.items))
     else:
@@ -262,6 +280,8 @@ def cmd_config(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def cmd_scale(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import releases as rel
+
     formation = rel.parse_formation(tuple(args.items))
     return new_release_then(
         root, args, lambda: rel.release_with_scale(root, formation, args.from_id)
@@ -271,6 +291,8 @@ def cmd_scale(root: DeployRoot, args: argparse.Namespace) -> Result:
 def activate_and_report(
     root: DeployRoot, args: argparse.Namespace, release_id: str, event: str
 ) -> Result:
+    from supervisord_lite.brr import activate as act
+
     root.require_initialized()
     since = time.time()
     with root.locked():
@@ -292,10 +314,13 @@ def cmd_rollback(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def cmd_deploy(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import build as bld
+    from supervisord_lite.brr import releases as rel
+
     root.require_initialized()
     change = config_change(args)
     change.apply({})
-    staged = bld.stage(root, args.src.absolute())
+    staged = bld.stage(root, args.src.absolute(), args.build_env)
     warn_declaration(staged.info.declaration)
     since = time.time()
     # publish, release and activate under one lock: a concurrent prune cannot remove
@@ -312,21 +337,29 @@ def cmd_deploy(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def cmd_releases(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import inspect
+
     data = inspect.list_releases(root.require_initialized())
     return data, inspect.format_releases(data), 0
 
 
 def cmd_show(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import inspect
+
     data = inspect.show(root.require_initialized(), args.release_id, show_values=args.show_values)
     return data, inspect.format_show(data), 0
 
 
 def cmd_diff(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import inspect
+
     data = inspect.diff(root.require_initialized(), args.a, args.b, show_values=args.show_values)
     return data, inspect.format_diff(data), 0
 
 
 def cmd_prune(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import maintenance
+
     root.require_initialized()
     with root.locked(), os_errors_leave("the prune stopped part way; what is left is whole"):
         data = maintenance.prune(root, args.keep)
@@ -336,6 +369,8 @@ def cmd_prune(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def cmd_verify(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import maintenance
+
     report = maintenance.verify(root.require_initialized())
     lines = [*report.problems, *(f"note: {n}" for n in report.notes)]
     verdict = "ok" if not report.problems else f"{len(report.problems)} problem(s)"
@@ -344,6 +379,8 @@ def cmd_verify(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def cmd_run(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import oneoff
+
     command = list(args.oneoff)
     if command[:1] == ["--"]:
         command = command[1:]
@@ -351,6 +388,9 @@ def cmd_run(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def cmd_import(args: argparse.Namespace) -> Result:
+    from supervisord_lite import fsatomic
+    from supervisord_lite.brr import importers
+
     if args.import_command == "procfile":
         imported = importers.import_procfile(args.file, args.env_file)
     else:
