@@ -159,6 +159,9 @@ def test_reload_after_a_broken_deploy_fails_and_the_old_release_serves(host: Hos
     assert curl(box).startswith("hi from v2 "), curl(box)
     # the reload command's one line reaches the journal
     in_journal(box, r"^supervisord-lite: error: .*\bv3\b.*; still running v2$")
+    # systemctl status names the refused release next to the one that runs
+    line = status_line(box)
+    assert "v3" in line and "v2" in line, line
     # the daemon moved `current` off the release it refused
     wait_until(lambda: current(box) == "v2", timeout=30, what="current back on v2")
     releases = box.sh(f"brr-release --root {ROOT} releases").stdout
