@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 from supervisord_lite import fsatomic
 from supervisord_lite.brr import activate as act
 from supervisord_lite.brr import build as bld
-from supervisord_lite.brr import importers, inspect, maintenance
+from supervisord_lite.brr import importers, inspect, maintenance, transfer_cli
 from supervisord_lite.brr import releases as rel
 from supervisord_lite.errors import (
     NO_SPACE,
@@ -115,6 +115,7 @@ def make_parser() -> argparse.ArgumentParser:
     for q in isub.choices.values():
         q.add_argument("-o", "--output", type=Path, help="write brr.yaml here, not stdout")
         q.add_argument("--force", action="store_true", help="overwrite --output")
+    transfer_cli.add_parsers(sub, c)
     return parser
 
 
@@ -323,9 +324,9 @@ ROOTLESS: dict[str, Callable[[argparse.Namespace], Result]] = {"import": cmd_imp
 COMMANDS: dict[str, Callable[[DeployRoot, argparse.Namespace], Result]] = {
     "init": cmd_init,
     "build": cmd_build,
-    "release": cmd_release,
-    "config": cmd_config,
-    "scale": cmd_scale,
+    "release": transfer_cli.if_changed(cmd_release),
+    "config": transfer_cli.if_changed(cmd_config),
+    "scale": transfer_cli.if_changed(cmd_scale),
     "activate": cmd_activate,
     "deploy": cmd_deploy,
     "rollback": cmd_rollback,
@@ -334,11 +335,13 @@ COMMANDS: dict[str, Callable[[DeployRoot, argparse.Namespace], Result]] = {
     "diff": cmd_diff,
     "prune": cmd_prune,
     "verify": cmd_verify,
+    **transfer_cli.COMMANDS,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
+        argv = transfer_cli.rewrite(sys.argv[1:] if argv is None else argv)
         args = make_parser().parse_args(argv)
         if args.command in ROOTLESS:
             data, text, code = ROOTLESS[args.command](args)
@@ -356,6 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    if data.pop(transfer_cli.WROTE_STDOUT, False):
+        return code
     if getattr(args, "json", False):
         print(json.dumps(data, indent=None, sort_keys=False))
     else:
