@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 from supervisord_lite import fsatomic
 from supervisord_lite.brr import activate as act
 from supervisord_lite.brr import build as bld
-from supervisord_lite.brr import importers, inspect, maintenance, transfer_cli
+from supervisord_lite.brr import fleet_cli, importers, inspect, maintenance, transfer_cli
 from supervisord_lite.brr import releases as rel
 from supervisord_lite.errors import (
     NO_SPACE,
@@ -116,6 +116,7 @@ def make_parser() -> argparse.ArgumentParser:
         q.add_argument("-o", "--output", type=Path, help="write brr.yaml here, not stdout")
         q.add_argument("--force", action="store_true", help="overwrite --output")
     transfer_cli.add_parsers(sub, c)
+    fleet_cli.add_parsers(sub, c)
     return parser
 
 
@@ -336,6 +337,7 @@ COMMANDS: dict[str, Callable[[DeployRoot, argparse.Namespace], Result]] = {
     "prune": cmd_prune,
     "verify": cmd_verify,
     **transfer_cli.COMMANDS,
+    **fleet_cli.COMMANDS,
 }
 
 

@@ -2,9 +2,10 @@
 
 A rolling deploy is run again and again (a retry, a cron, a second operator); each run
 must not mint a new `vN` when nothing changed. Equal means the same build, config and
-formation as the release `current` points at: those three are what a release is made of
-(sockets, switch and the release command come from the build). The would-be release is
-worked out here the way releases.py makes it, without writing anything.
+formation as the release `current` points at, or, where nothing is current (a fleet's
+controller, which releases but never runs), the newest release: those three are what a
+release is made of (sockets, switch and the release command come from the build). The
+would-be release is worked out here the way releases.py makes it, without writing.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ def wanted(root: DeployRoot, args: argparse.Namespace) -> Wanted | None:
 
 
 def current_if_equal(root: DeployRoot, args: argparse.Namespace) -> Release | None:
-    """The current release when it is what the command would make, else None."""
-    current_id = root.current_release_id()
+    """The current (else newest) release when it is what the command would make."""
+    ids = root.release_ids()
+    current_id = root.current_release_id() or (ids[-1] if ids else None)
     if current_id is None:
         return None
     want = wanted(root, args)
