@@ -95,9 +95,10 @@ def test_corrupted_or_altered_archives_are_refused(root: Path, app: Path, tmp_pa
         assert proc.returncode in (1, 2), name
         assert len(proc.stderr.strip().splitlines()) == 1, (name, proc.stderr)
         assert proc.stderr.startswith("brr-release: error: "), name
-    assert "does not match" in run_brr(
-        host, "build", "import", str(tmp_path / "altered.tar.gz"), check=False
-    ).stderr
+    assert (
+        "does not match"
+        in run_brr(host, "build", "import", str(tmp_path / "altered.tar.gz"), check=False).stderr
+    )
     assert list((host / "builds").iterdir()) == []
     assert not (host / "ledger.jsonl").read_text()
 

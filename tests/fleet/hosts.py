@@ -11,6 +11,7 @@ kills by pid or process group what was started here and deletes each namespace.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.helpers import BIN, BRR, DAEMON, PY, pid_alive, wait_until
+from tests.helpers import BRR, DAEMON, PY, pid_alive, wait_until
 
 RELAY = Path(__file__).with_name("relay.py")
 SSHD = "/usr/sbin/sshd"
@@ -52,7 +53,9 @@ class Host:
 
     def brr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            self.in_ns(BRR, "--root", "/srv/app", *args), capture_output=True, text=True,
+            self.in_ns(BRR, "--root", "/srv/app", *args),
+            capture_output=True,
+            text=True,
             timeout=120,
         )
         if check and proc.returncode != 0:
@@ -75,15 +78,30 @@ class Host:
         )
         log = open(self.base / "sshd.log", "wb")  # noqa: SIM115 (the child owns it)
         self.sshd = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, "unshare", "-m", "--propagation", "private",
-             "sh", "-c", script],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.ns,
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         probe = [PY, "-c", f"import socket; socket.create_connection(('{self.address}', 22), 2)"]
         wait_until(
             lambda: subprocess.run(self.in_ns(*probe), capture_output=True).returncode == 0,
-            timeout=30, interval=0.1, what=f"sshd of {self.name} listening",
+            timeout=30,
+            interval=0.1,
+            what=f"sshd of {self.name} listening",
         )
 
     def stop_sshd(self) -> None:
@@ -97,8 +115,12 @@ class Host:
         log = open(self.base / "daemon.log", "ab")  # noqa: SIM115 (the child owns it)
         loop = f"while :; do {DAEMON} run --root /srv/app; sleep 0.3; done"
         self.daemons.append(
-            subprocess.Popen(self.in_ns("sh", "-c", loop), stdout=log,
-                             stderr=subprocess.STDOUT, start_new_session=True)
+            subprocess.Popen(
+                self.in_ns("sh", "-c", loop),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         )
         log.close()
 
@@ -110,10 +132,8 @@ class Host:
         # anything else still in the namespace was started by this test (a daemon's child)
         pids = subprocess.run(["ip", "netns", "pids", self.ns], capture_output=True, text=True)
         for pid in pids.stdout.split():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
 
 
@@ -136,10 +156,8 @@ def stop(proc: subprocess.Popen[bytes], *, group: bool = False) -> None:
             proc.kill()
         proc.wait(timeout=30)
     if group:  # the daemon stops its processes on TERM; a straggler of the group goes now
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def make_keys(key_dir: Path) -> None:
