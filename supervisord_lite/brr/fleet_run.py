@@ -111,7 +111,7 @@ def on_event(outcome: Outcome, event: dict[str, Any]) -> bool:
 def load_runner() -> Any:
     """ansible_runner, with the ansible-* commands of this interpreter's venv on PATH."""
     try:
-        import ansible_runner  # type: ignore[import-not-found, unused-ignore]
+        import ansible_runner  # type: ignore[import-untyped, import-not-found, unused-ignore]
     except ImportError:
         raise BadInput("the fleet needs Ansible: pip install 'supervisord-lite[fleet]'") from None
     venv_bin = str(Path(sys.executable).parent)
@@ -127,7 +127,7 @@ def run_playbook(
     root: DeployRoot, playbook: str, inventory: Path, extravars: dict[str, Any]
 ) -> Outcome:
     try:
-        import ansible_runner  # type: ignore[import-not-found, unused-ignore]
+        import ansible_runner  # type: ignore[import-untyped, import-not-found, unused-ignore]
     except ImportError:
         raise BadInput("the fleet needs Ansible: pip install 'supervisord-lite[fleet]'") from None
     if not inventory.exists():
