@@ -147,7 +147,6 @@ def cmd_deploy(root: DeployRoot, args: argparse.Namespace) -> Result:
     src = args.src.absolute()
     if not src.is_dir():
         raise BadInput(f"source {src} is not a directory")
-    hosts = fleet_run.inventory_hosts(args.inventory)
     extra = {
         **common_vars(args),
         "fleet_src": str(src),
@@ -155,6 +154,7 @@ def cmd_deploy(root: DeployRoot, args: argparse.Namespace) -> Result:
         "fleet_revert_on_failure": bool(args.revert_on_failure),
     }
     with fleet_state.held(root, f"deploy {src}", wait=args.lock_wait):
+        hosts = fleet_run.inventory_hosts(args.inventory)
         outcome = fleet_run.run_playbook(root, "deploy.yml", args.inventory, extra)
         release = newest_release(root)
         return finish(root, "deploy", release, outcome, hosts)
@@ -165,9 +165,9 @@ def cmd_rollback(root: DeployRoot, args: argparse.Namespace) -> Result:
     target = args.release_id or fleet_state.bare_rollback_target(root)
     if target is None:
         raise BadInput("nothing to roll back to: the fleet ledger has no earlier completed run")
-    hosts = fleet_run.inventory_hosts(args.inventory)
     extra = {**common_vars(args), "fleet_release_id": target}
     with fleet_state.held(root, f"rollback to {target}", wait=args.lock_wait):
+        hosts = fleet_run.inventory_hosts(args.inventory)
         outcome = fleet_run.run_playbook(root, "rollback.yml", args.inventory, extra)
         return finish(root, "rollback", target, outcome, hosts)
 

@@ -55,6 +55,7 @@ class HostResult:
     reason: str = ""
     changed: int = 0
     status: dict[str, Any] | None = None
+    printed: str = ""
 
 
 @dataclass
@@ -103,8 +104,10 @@ def on_event(outcome: Outcome, event: dict[str, Any]) -> bool:
             entry.status = json.loads(res.get("stdout") or "")
         except ValueError:
             entry.status = None
-    if kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
+    failed = kind in ("runner_on_failed", "runner_on_unreachable")
+    if failed and not data.get("ignore_errors") and entry.reason != entry.printed:
         print(f"fleet: {host}: {entry.reason}", file=sys.stderr)
+        entry.printed = entry.reason
     return True
 
 

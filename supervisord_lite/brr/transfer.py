@@ -187,12 +187,13 @@ def check_staged(staging: Path, header: dict[str, Any], name: str) -> bld.BuildI
 # --- releases -----------------------------------------------------------------------------
 
 
-def export_release(root: DeployRoot, release_id: str) -> bytes:
+def export_release(root: DeployRoot, release_id: str) -> tuple[Release, bytes]:
+    """The release and its manifest's bytes, checked against its digest before they go."""
     path = root.release_manifest(check_release_id(release_id))
     if not path.is_file():
         raise BadInput(f"no such release: {release_id}")
-    load_release(path)  # refuse to send on a manifest that fails its digest
-    return path.read_bytes()
+    data = path.read_bytes()
+    return release_from_data(load_yaml(data, str(path)), str(path)), data
 
 
 @dataclass(frozen=True)

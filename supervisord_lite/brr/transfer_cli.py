@@ -71,9 +71,11 @@ def output(arg: str) -> Iterator[IO[bytes]]:
         sys.stdout.buffer.flush()
         return
     path = Path(arg).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = fsatomic.temp_name(path.parent)
     try:
-        with open(tmp, "xb") as f:
+        # 0600: a release manifest holds the config
+        with open(tmp, "xb", opener=lambda p, flags: os.open(p, flags, 0o600)) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -107,10 +109,11 @@ def cmd_build_import(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def cmd_release_export(root: DeployRoot, args: argparse.Namespace) -> Result:
-    data = transfer.export_release(root.require_initialized(), args.release_id)
+    release, data = transfer.export_release(root.require_initialized(), args.release_id)
     with output(args.output) as out:
         out.write(data)
-    return finish_export({"id": args.release_id}, args.output, f"exported {args.release_id}")
+    summary = {"id": release.id, "build": release.build, "digest": release.digest}
+    return finish_export(summary, args.output, f"exported {args.release_id}")
 
 
 def cmd_release_import(root: DeployRoot, args: argparse.Namespace) -> Result:

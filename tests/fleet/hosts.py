@@ -71,6 +71,7 @@ class Host:
             f"PidFile {self.base / 'sshd.pid'}\n"
             "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\n"
             "StrictModes no\nMaxStartups 100\nMaxSessions 100\nLogLevel ERROR\n"
+            "Subsystem sftp internal-sftp\n"
         )
         script = (
             f"mount --bind {self.srv} /srv && mount -t tmpfs -o mode=755 tmpfs /run "
@@ -169,20 +170,32 @@ def make_keys(key_dir: Path) -> None:
         )
 
 
-def write_inventory(path: Path, hosts: list[Host], key_dir: Path) -> Path:
+CONTROL_DIR = Path("/root/.ansible/cp")
+
+
+def write_inventory(
+    path: Path, hosts: list[Host], key_dir: Path, *, multiplex: bool = True
+) -> Path:
+    """An inventory of hosts; multiplex: a master connection kept 3 s between tasks
+    (ControlPath named by namespace, so no later test's host reuses it)."""
+    CONTROL_DIR.mkdir(parents=True, exist_ok=True)
     lines = ["[app]"]
     for h in hosts:
         proxy = f"ip netns exec {h.ns} {PY} {RELAY} %h %p"
+        control = (
+            f" -o ControlMaster=auto -o ControlPersist=3s -o ControlPath={CONTROL_DIR}/{h.ns}-%C"
+            if multiplex
+            else " -o ControlMaster=no"
+        )
         lines.append(
             f"{h.name} ansible_host={h.address} "
-            f"ansible_ssh_common_args='-o ProxyCommand=\"{proxy}\"'"
+            f"ansible_ssh_common_args='-o ProxyCommand=\"{proxy}\"{control}'"
         )
     lines += [
         "[app:vars]",
         "ansible_user=root",
         f"ansible_ssh_private_key_file={key_dir / 'client_key'}",
-        # no multiplexing: a dead host must not keep answering through its master
-        "ansible_ssh_args=-o ControlMaster=no -o StrictHostKeyChecking=no "
+        "ansible_ssh_args=-o StrictHostKeyChecking=no "
         "-o UserKnownHostsFile=/dev/null -o ConnectTimeout=10 -o LogLevel=ERROR",
         f"ansible_python_interpreter={PY}",
         f"brr_release_bin={BRR}",

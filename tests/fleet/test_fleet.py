@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.fleet.hosts import Host
+from tests.fleet.hosts import Host, write_inventory
 from tests.helpers import BRR, write_app
 
 APP = """\
@@ -49,21 +50,138 @@ def app(tmp_path: Path, version: str = "1") -> Path:
     return write_app(tmp_path / "src", APP, {"VERSION": version})
 
 
-def test_fresh_deploy_then_nothing_to_do(
+def deploy(
+    controller: Path, src: Path, inventory: Path, *args: str
+) -> tuple[int, dict[str, Any], str]:
+    return fleet_json(controller, "deploy", str(src), "-i", str(inventory), *args)
+
+
+def builds_moved(h: Host) -> int:
+    return len([e for e in host_ledger(h) if e["event"] == "build"])
+
+
+def test_deploy_twice_config_change_and_rollback(
     tmp_path: Path, hosts: list[Host], inventory: Path, controller: Path
 ) -> None:
-    code, out, err = fleet_json(controller, "deploy", str(app(tmp_path)), "-i", str(inventory))
+    src = app(tmp_path)
+    code, out, err = deploy(controller, src, inventory)
     assert code == 0, err
-    assert [r["outcome"] for r in out["hosts"]] == ["changed"] * 3
     assert out["release"] == "v1"
+    assert [r["outcome"] for r in out["hosts"]] == ["changed"] * 3
     for h in hosts:
         assert running(h) == "v1"
         assert h.brr("verify").returncode == 0
-        builds = [e for e in host_ledger(h) if e["event"] == "build"]
-        assert len(builds) == 1 and builds[0]["imported"] is True
-    before = [h.root.joinpath("ledger.jsonl").read_bytes() for h in hosts]
-    code, out, err = fleet_json(controller, "deploy", str(app(tmp_path)), "-i", str(inventory))
+        assert builds_moved(h) == 1
+        assert host_ledger(h)[0]["imported"] is True
+    # the same deploy again: nothing to do anywhere, no new release, no ledger line
+    before = [(h.root / "ledger.jsonl").read_bytes() for h in hosts]
+    code, out, err = deploy(controller, src, inventory)
     assert code == 0, err
-    assert [r["outcome"] for r in out["hosts"]] == ["ok"] * 3
     assert out["release"] == "v1"
-    assert [h.root.joinpath("ledger.jsonl").read_bytes() for h in hosts] == before
+    assert [r["outcome"] for r in out["hosts"]] == ["ok"] * 3
+    assert [(h.root / "ledger.jsonl").read_bytes() for h in hosts] == before
+    # a config change: v2 everywhere, and no build crosses the network again
+    code, out, err = deploy(controller, src, inventory, "--set", "COLOR=blue")
+    assert code == 0, err
+    assert out["release"] == "v2"
+    assert [running(h) for h in hosts] == ["v2"] * 3
+    assert [builds_moved(h) for h in hosts] == [1, 1, 1]
+    # every host's v2 is the controller's v2, byte for byte
+    manifest = (controller / "releases/v2/release.yaml").read_bytes()
+    assert all((h.root / "releases/v2/release.yaml").read_bytes() == manifest for h in hosts)
+    # a fleet rollback to v1 puts every host on it
+    code, out, err = fleet_json(controller, "rollback", "v1", "-i", str(inventory))
+    assert code == 0, err
+    assert [running(h) for h in hosts] == ["v1"] * 3
+    assert all(h.root.joinpath("current").readlink().name == "v1" for h in hosts)
+    runs = [json.loads(x) for x in (controller / "fleet/ledger.jsonl").read_text().splitlines()]
+    assert [(r["command"], r["release"], r["exit"]) for r in runs] == [
+        ("deploy", "v1", 0),
+        ("deploy", "v1", 0),
+        ("deploy", "v2", 0),
+        ("rollback", "v1", 0),
+    ]
+    status = fleet(controller, "status", "-i", str(inventory))
+    assert status.returncode == 0, status.stderr
+    assert [line.split()[:3] for line in status.stdout.splitlines()[1:]] == [
+        [h.name, "v1", "v1"] for h in hosts
+    ]
+
+
+def test_a_release_that_does_not_come_up_on_host2_halts_the_rollout(
+    tmp_path: Path, hosts: list[Host], inventory: Path, controller: Path
+) -> None:
+    src = app(tmp_path)
+    code, _out, err = deploy(controller, src, inventory)
+    assert code == 0, err
+    host1, host2, host3 = hosts
+    (host2.srv / "fail-ready").touch()  # host 2's new processes never become ready
+    host3_ledger = (host3.root / "ledger.jsonl").read_bytes()
+    code, out, err = deploy(
+        controller, src, inventory, "--set", "COLOR=red", "--serial", "1", "--revert-on-failure"
+    )
+    assert code == 1
+    (line,) = [x for x in err.splitlines() if x.startswith("brr-release: error:")]
+    assert "halted at host2" in line and "not reached: host3" in line, line
+    assert [r["outcome"] for r in out["hosts"]] == ["changed", "failed", "not reached"]
+    # host 2 runs v1 and its current says so; host 3 saw nothing of v2
+    assert running(host2) == "v1"
+    assert host2.root.joinpath("current").readlink().name == "v1"
+    assert (host3.root / "ledger.jsonl").read_bytes() == host3_ledger
+    assert not (host3.root / "releases/v2").exists()
+    # --revert-on-failure: host 1, upgraded in this run, runs v1 again
+    assert running(host1) == "v1"
+    assert host1.root.joinpath("current").readlink().name == "v1"
+    # the failed deploy released the fleet lock
+    assert not (controller / "fleet/lock.json").exists()
+
+
+def test_an_unreachable_host_halts_the_rollout(
+    tmp_path: Path, hosts: list[Host], controller: Path
+) -> None:
+    # no multiplexing: a dead host must not keep answering through a master connection
+    inventory = write_inventory(
+        tmp_path / "hosts.ini", hosts, tmp_path / "fleet" / "keys", multiplex=False
+    )
+    host1, host2, host3 = hosts
+    host2.stop_sshd()
+    code, out, err = deploy(controller, app(tmp_path), inventory)
+    assert code == 1
+    (line,) = [x for x in err.splitlines() if x.startswith("brr-release: error:")]
+    assert "halted at host2 (unreachable)" in line, line
+    assert [r["outcome"] for r in out["hosts"]] == ["changed", "unreachable", "not reached"]
+    assert running(host1) == "v1"
+    # host 3 was never touched: with any_errors_fatal the rollout would have gone on
+    assert (host3.root / "ledger.jsonl").read_text() == ""
+    assert not (controller / "fleet/lock.json").exists()
+
+
+def test_two_deploys_at_once(tmp_path: Path, controller: Path) -> None:
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("[app]\nnowhere.invalid\n")  # the lock is refused before any host
+    held = fleet(controller, "lock", "--what", "deploy by the other operator")
+    assert held.returncode == 0, held.stderr
+    src = str(app(tmp_path))
+    proc = fleet(controller, "deploy", src, "-i", str(inventory))
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1
+    assert "locked by" in proc.stderr and "deploy by the other operator" in proc.stderr
+    proc = fleet(controller, "deploy", src, "-i", str(inventory), "--lock-wait", "1")
+    assert proc.returncode == 1 and "locked by" in proc.stderr
+    assert fleet(controller, "unlock").returncode == 0
+    # a holder that died (its pid is gone) does not block the fleet for ever
+    lock = controller / "fleet/lock.json"
+    lock.write_text(
+        json.dumps(
+            {
+                "who": "x",
+                "what": "crashed deploy",
+                "since": "then",
+                "host": socket.gethostname(),
+                "pid": 2**22 + 1,
+            }
+        )
+    )
+    taken = fleet(controller, "lock", "--what", "mine")
+    assert taken.returncode == 0 and "dead holder" in taken.stderr
+    assert json.loads(lock.read_text())["what"] == "mine"
