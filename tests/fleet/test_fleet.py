@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.fleet.hosts import Host, write_inventory
 from tests.helpers import BRR, write_app
 
@@ -60,6 +62,8 @@ def builds_moved(h: Host) -> int:
     return len([e for e in host_ledger(h) if e["event"] == "build"])
 
 
+# several playbook runs, each some seconds per host on a loaded 2-core machine
+@pytest.mark.timeout(900)
 def test_deploy_twice_config_change_and_rollback(
     tmp_path: Path, hosts: list[Host], inventory: Path, controller: Path
 ) -> None:
@@ -108,6 +112,8 @@ def test_deploy_twice_config_change_and_rollback(
     ]
 
 
+# several playbook runs, each some seconds per host on a loaded 2-core machine
+@pytest.mark.timeout(900)
 def test_a_release_that_does_not_come_up_on_host2_halts_the_rollout(
     tmp_path: Path, hosts: list[Host], inventory: Path, controller: Path
 ) -> None:
@@ -136,6 +142,8 @@ def test_a_release_that_does_not_come_up_on_host2_halts_the_rollout(
     assert not (controller / "fleet/lock.json").exists()
 
 
+# several playbook runs, each some seconds per host on a loaded 2-core machine
+@pytest.mark.timeout(900)
 def test_an_unreachable_host_halts_the_rollout(
     tmp_path: Path, hosts: list[Host], controller: Path
 ) -> None:
