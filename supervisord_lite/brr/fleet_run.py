@@ -72,7 +72,8 @@ class Outcome:
 
 
 def reason_of(res: dict[str, Any]) -> str:
-    text = str(res.get("msg") or res.get("stderr") or "failed").strip()
+    """One line: a command's own last error line before Ansible's "non-zero return code"."""
+    text = str(res.get("stderr") or res.get("msg") or "failed").strip()
     lines = [line for line in text.splitlines() if line.strip()]
     return (lines[-1] if lines else text).removeprefix("brr-release: error: ")
 
