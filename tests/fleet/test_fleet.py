@@ -193,3 +193,20 @@ def test_two_deploys_at_once(tmp_path: Path, controller: Path) -> None:
     taken = fleet(controller, "lock", "--what", "mine")
     assert taken.returncode == 0 and "dead holder" in taken.stderr
     assert json.loads(lock.read_text())["what"] == "mine"
+
+
+@pytest.mark.timeout(600)
+def test_a_canary_failure_stops_the_whole_rollout(
+    tmp_path: Path, hosts: list[Host], inventory: Path, controller: Path
+) -> None:
+    src = app(tmp_path)
+    code, _out, err = deploy(controller, src, inventory)
+    assert code == 0, err
+    (hosts[0].srv / "fail-ready").touch()  # the canary's new release never becomes ready
+    before = [(h.root / "ledger.jsonl").read_bytes() for h in hosts[1:]]
+    code, out, err = deploy(controller, src, inventory, "--set", "COLOR=green")
+    assert code == 1
+    assert "halted at host1" in err and "not reached: host2, host3" in err
+    assert [r["outcome"] for r in out["hosts"]] == ["failed", "not reached", "not reached"]
+    assert running(hosts[0]) == "v1"
+    assert [(h.root / "ledger.jsonl").read_bytes() for h in hosts[1:]] == before
