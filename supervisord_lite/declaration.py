@@ -26,6 +26,19 @@ from supervisord_lite.manifest import (
 from supervisord_lite.schema import Fields, load_yaml, require_mapping
 
 PROCFILE_LINE_RE = re.compile(r"^([A-Za-z0-9_-]+)\s*:\s*(.+)$")
+ASSIGNMENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+PORT_RE = re.compile(r"\$(PORT\b|\{PORT[}:-])")
+# foreman's and honcho's PORT for `web` when the Procfile gives none
+FOREMAN_PORT = 5000
+RELEASE_TYPE = "release"  # a Procfile's release phase, as Heroku has it
+DEFAULT_RELEASE_TIMEOUT = 600.0
+# the only variables of the daemon's (or brr-release's) own environment that a process,
+# the release phase and `brr-release run` get (SPEC "The run stage"): one definition
+BASE_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ")
+# set for every process, the release phase and `run`: a build is read-only, but not to
+# root, and Python run as root would write __pycache__ into it (verify then fails).
+# Byte-compile at build time instead (`python -m compileall .`); config may override it.
+RUNTIME_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
 
 
 @dataclass(frozen=True)
@@ -36,11 +49,14 @@ class Declaration:
     exclude: tuple[str, ...] | None = None  # None: the default file selection
     sockets: dict[str, SocketSpec] | None = None
     switch: str = DEFAULTS["switch"]
+    release_timeout: float | None = None  # None: DEFAULT_RELEASE_TIMEOUT
 
     def to_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {"build": list(self.build)}
         if self.release_command is not None:
             data["release_command"] = self.release_command
+        if self.release_timeout is not None:
+            data["release_timeout"] = self.release_timeout
         if self.exclude is not None:
             data["exclude"] = list(self.exclude)
         data["sockets"] = {n: s.to_data() for n, s in (self.sockets or {}).items()}
@@ -56,10 +72,14 @@ def declaration_from_data(data: object, source: str) -> Declaration:
     if release_command is not None and not release_command.strip():
         f.fail("release_command", "must not be empty")
     exclude = f.string_list("exclude") if f.has("exclude") else None
+    timeout = None
+    if f.has("release_timeout"):
+        timeout = f.number("release_timeout", DEFAULT_RELEASE_TIMEOUT, low=1, high=86400)
     sockets = parse_sockets(f.raw("sockets"), source)
     decl = Declaration(
         build=steps,
         release_command=release_command,
+        release_timeout=timeout,
         exclude=exclude,
         sockets=sockets,
         switch=parse_switch(f),
@@ -69,8 +89,83 @@ def declaration_from_data(data: object, source: str) -> Declaration:
     return decl
 
 
-def parse_procfile(text: str, source: str) -> Declaration:
-    processes: dict[str, Any] = {}
+def declaration_warnings(decl: Declaration) -> list[str]:
+    """What builds but will likely not run as meant: one line each, shown at build time."""
+    out: list[str] = []
+    for name, spec in decl.processes.items():
+        if PORT_RE.search(spec.cmd) and spec.port is None and not spec.sockets:
+            out.append(
+                f"process {name!r} names $PORT but declares neither `port:` nor `sockets:`: "
+                "PORT will be empty (declare `port: 5000`, or a socket)"
+            )
+    return out
+
+
+def split_assignments(cmd: str) -> tuple[str, str]:
+    """(leading `VAR=value ` words, the rest) of a shell command line.
+
+    `exec PORT=3000 puma` runs a program named `PORT=3000`; `PORT=3000 exec puma`
+    runs puma with PORT set (POSIX: assignments before a special built-in apply), so
+    the caller puts `exec` between the two parts. Quotes and backslashes in the values
+    are skipped over as the shell would read them.
+    """
+    i = 0
+    n = len(cmd)
+    while True:
+        j = i
+        while j < n and cmd[j] in " \t":
+            j += 1
+        m = ASSIGNMENT_RE.match(cmd, j)
+        if not m:
+            assigns = cmd[:i].strip()
+            return (assigns + " " if assigns else ""), cmd[i:].lstrip(" \t")
+        end = skip_word(cmd, m.end())
+        if end is None or (end < n and cmd[end] not in " \t"):
+            # an unterminated quote, `$(...)`, `;`: beyond this reader; the shell decides
+            return "", cmd
+        i = end
+
+
+def skip_word(cmd: str, i: int) -> int | None:
+    """Index after the shell word starting at i; None if a quote is not closed."""
+    n = len(cmd)
+    while i < n and cmd[i] not in " \t\n;&|<>()":
+        c = cmd[i]
+        if c == "\\":
+            i += 2
+        elif cmd.startswith("${", i):
+            close = cmd.find("}", i + 2)
+            if close < 0:
+                return None
+            i = close + 1
+        elif c == "'":
+            close = cmd.find("'", i + 1)
+            if close < 0:
+                return None
+            i = close + 1
+        elif c == '"':
+            i += 1
+            while i < n and cmd[i] != '"':
+                i += 2 if cmd[i] == "\\" else 1
+            if i >= n:
+                return None
+            i += 1
+        else:
+            i += 1
+    return min(i, n)
+
+
+def exec_line(cmd: str) -> str:
+    """`exec <cmd>` with any leading assignments kept as assignments (see above)."""
+    assigns, rest = split_assignments(cmd)
+    if not rest:
+        return cmd  # nothing but assignments: no program to exec
+    return f"{assigns}exec {rest}"
+
+
+def procfile_entries(text: str, source: str) -> dict[str, str]:
+    """`type: command` lines in order; ValidationError names the line."""
+    entries: dict[str, str] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
@@ -78,10 +173,35 @@ def parse_procfile(text: str, source: str) -> Declaration:
         m = PROCFILE_LINE_RE.match(stripped)
         if not m or not TYPE_NAME_RE.fullmatch(m.group(1)):
             raise ValidationError(source, f"line {lineno}", "expected `type: command`")
-        if m.group(1) in processes:
+        if m.group(1) in entries:
             raise ValidationError(source, f"line {lineno}", f"type {m.group(1)!r} appears twice")
-        processes[m.group(1)] = {"cmd": m.group(2).strip()}
-    return declaration_from_data({"processes": processes}, source)
+        entries[m.group(1)] = m.group(2).strip()
+    return entries
+
+
+def procfile_data(text: str, source: str) -> dict[str, Any]:
+    """A Procfile as declaration data, as foreman and Heroku read it.
+
+    `release:` is the release phase, not a process; `web` gets foreman's PORT 5000
+    (5001, ... for more instances), whatever its command.
+    """
+    entries = procfile_entries(text, source)
+    data: dict[str, Any] = {}
+    if RELEASE_TYPE in entries:
+        data["release_command"] = entries.pop(RELEASE_TYPE)
+    processes: dict[str, Any] = {}
+    for name, cmd in entries.items():
+        processes[name] = {"cmd": cmd}
+        if name == "web":
+            processes[name]["port"] = FOREMAN_PORT
+    if not processes:
+        raise ValidationError(source, "", "declares no process type (only `release:`)")
+    data["processes"] = processes
+    return data
+
+
+def parse_procfile(text: str, source: str) -> Declaration:
+    return declaration_from_data(procfile_data(text, source), source)
 
 
 def load_declaration(src: Path) -> Declaration:

@@ -70,6 +70,11 @@ class DeployRoot:
         return self.path / "logs"
 
     @property
+    def shared(self) -> Path:
+        """Data that outlives releases (Capistrano's shared/): offered as BRR_SHARED."""
+        return self.path / "shared"
+
+    @property
     def pidfile(self) -> Path:
         return self.run_dir / "supervisord-lite.pid"
 
@@ -84,6 +89,10 @@ class DeployRoot:
     @property
     def last_good(self) -> Path:
         return self.run_dir / "last-good"
+
+    @property
+    def refused_file(self) -> Path:
+        return self.run_dir / "refused.json"
 
     def build_dir(self, build_id: str) -> Path:
         return self.builds / check_build_id(build_id)
@@ -134,17 +143,18 @@ class DeployRoot:
         return name
 
     @contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self, *, wait: bool = True) -> Iterator[None]:
         """Hold run/lock exclusively: every writer of ROOT goes through here.
 
         flock is released by the kernel when the holder dies, so a writer killed with
-        SIGKILL never leaves the root locked.
+        SIGKILL never leaves the root locked. wait=False raises BlockingIOError when
+        another writer holds it.
         """
         self.run_dir.mkdir(parents=True, exist_ok=True)
         # read-only is enough for flock, and works for every user of a shared root
         fd = os.open(self.lock_file, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o660)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             yield
         finally:
             os.close(fd)

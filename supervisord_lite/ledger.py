@@ -18,7 +18,15 @@ from typing import Any
 
 from supervisord_lite.errors import NO_SPACE, OperationFailed
 
-EVENTS = ("build", "release", "activate", "rollback", "prune", "release_command_failed")
+EVENTS = (
+    "build",
+    "release",
+    "activate",
+    "rollback",
+    "activate_failed",
+    "prune",
+    "release_command_failed",
+)
 
 
 def utc_now() -> str:
@@ -103,6 +111,8 @@ def unrecorded(event: str, entry_id: str, exc: OSError) -> str:
             )
         case "prune":
             return "the prune is done but not recorded"
+        case "activate_failed":
+            return f"current is back at the release that runs, but {entry_id} is not marked"
         case _:
             return "nothing was changed"
 

@@ -16,16 +16,16 @@ _brr_release_ids() {
 
 _brr_release() {
   local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
-  local commands="init build release config scale activate deploy rollback releases show diff prune verify import"
+  local commands="init build release config scale activate deploy rollback releases show diff prune verify import run"
   case "$prev" in
     --root|--env-file|-o|--output) COMPREPLY=($(compgen -f -- "$cur")); return ;;
     build|deploy) COMPREPLY=($(compgen -d -- "$cur")); return ;;
-    activate|rollback|show|diff) COMPREPLY=($(compgen -W "$(_brr_release_ids)" -- "$cur")); return ;;
+    activate|rollback|show|diff|--release) COMPREPLY=($(compgen -W "$(_brr_release_ids)" -- "$cur")); return ;;
     config) COMPREPLY=($(compgen -W "set unset" -- "$cur")); return ;;
     import) COMPREPLY=($(compgen -W "procfile supervisord" -- "$cur")); return ;;
   esac
   if [[ "$cur" == -* ]]; then
-    COMPREPLY=($(compgen -W "--root --json --help --activate --wait --timeout --no-signal --set --unset --env-file --show-values --keep --build --group" -- "$cur"))
+    COMPREPLY=($(compgen -W "--root --json --help --activate --wait --timeout --no-signal --set --unset --env-file --show-values --keep --build --group --release" -- "$cur"))
   else
     COMPREPLY=($(compgen -W "$commands" -- "$cur"))
   fi

@@ -21,8 +21,9 @@ from typing import Any, NoReturn
 from supervisord_lite import fsatomic
 from supervisord_lite.brr import activate as act
 from supervisord_lite.brr import build as bld
-from supervisord_lite.brr import fleet_cli, importers, inspect, maintenance, transfer_cli
+from supervisord_lite.brr import fleet_cli, importers, inspect, maintenance, oneoff, transfer_cli
 from supervisord_lite.brr import releases as rel
+from supervisord_lite.declaration import Declaration, declaration_warnings
 from supervisord_lite.errors import (
     NO_SPACE,
     BadInput,
@@ -50,7 +51,15 @@ def common() -> Parser:
 
 
 def release_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--env-file", action="append", default=[], type=Path, metavar="F")
+    p.add_argument(
+        "--env-file",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="F",
+        help="a .env file of KEY=VALUE lines; ${VAR} and $VAR stay literal (no expansion); "
+        "a bare KEY line sets nothing",
+    )
     p.add_argument("--set", action="append", default=[], metavar="K=V", dest="sets")
     p.add_argument("--unset", action="append", default=[], metavar="K", dest="unsets")
 
@@ -61,6 +70,15 @@ def activation_options(p: argparse.ArgumentParser, *, with_flag: bool) -> None:
     p.add_argument("--no-signal", action="store_true", help="do not SIGHUP the daemon")
     p.add_argument("--wait", action="store_true", help="wait until the daemon runs it")
     p.add_argument("--timeout", type=float, default=DEFAULT_WAIT, metavar="S")
+
+
+def from_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--from",
+        dest="from_id",
+        metavar="ID",
+        help="start from this release (default: the current one, else the newest)",
+    )
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -80,9 +98,11 @@ def make_parser() -> argparse.ArgumentParser:
     for name, meta in (("set", "K=V"), ("unset", "K")):
         q = csub.add_parser(name, parents=c)
         q.add_argument("items", nargs="+", metavar=meta)
+        from_option(q)
         activation_options(q, with_flag=True)
     p = sub.add_parser("scale", parents=c, help="a new release with a changed formation")
     p.add_argument("items", nargs="+", metavar="TYPE=N")
+    from_option(p)
     activation_options(p, with_flag=True)
     p = sub.add_parser("activate", parents=c, help="make a release current")
     p.add_argument("release_id", metavar="ID")
@@ -105,6 +125,16 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", parents=c, help="remove old releases and unused builds")
     p.add_argument("--keep", type=int, required=True, metavar="N")
     sub.add_parser("verify", parents=c, help="recompute every digest")
+    p = sub.add_parser(
+        "run",
+        parents=c,
+        help="a one-off command in a release's app dir and environment",
+        description="Run CMD in the release's app directory with its config and a clean "
+        "environment (as the release phase has it); its exit code is run's. One argument "
+        "is a shell command line, several are run as they are.",
+    )
+    p.add_argument("--release", dest="release_id", metavar="ID", help="default: current")
+    p.add_argument("oneoff", nargs=argparse.REMAINDER, metavar="-- CMD ...")
     p = sub.add_parser("import", parents=c, help="a brr.yaml from a Procfile or supervisord.conf")
     isub = p.add_subparsers(dest="import_command", required=True, parser_class=Parser)
     q = isub.add_parser("procfile", parents=c, help="honcho/foreman Procfile (+ .env)")
@@ -126,7 +156,7 @@ Result = tuple[dict[str, Any], str, int]
 
 
 def cmd_init(root: DeployRoot, args: argparse.Namespace) -> Result:
-    for d in (root.path, root.builds, root.releases, root.run_dir, root.logs):
+    for d in (root.path, root.builds, root.releases, root.run_dir, root.logs, root.shared):
         d.mkdir(parents=True, exist_ok=True)
     with root.locked():
         root.ledger.touch(mode=0o640, exist_ok=True)
@@ -146,7 +176,7 @@ def share_with_group(root: DeployRoot, group: str) -> None:
         gid = grp.getgrnam(group).gr_gid
     except KeyError:
         raise BadInput(f"no such group: {group}") from None
-    for d in (root.path, root.builds, root.releases, root.run_dir, root.logs):
+    for d in (root.path, root.builds, root.releases, root.run_dir, root.logs, root.shared):
         os.chown(d, -1, gid)
         os.chmod(d, 0o2775)
     for f in (root.ledger, root.lock_file):
@@ -154,8 +184,14 @@ def share_with_group(root: DeployRoot, group: str) -> None:
         os.chmod(f, 0o660)
 
 
+def warn_declaration(decl: Declaration) -> None:
+    for line in declaration_warnings(decl):
+        print(f"{PROG}: warning: {line}", file=sys.stderr)
+
+
 def cmd_build(root: DeployRoot, args: argparse.Namespace) -> Result:
     info, reused = bld.build(root.require_initialized(), args.src.absolute())
+    warn_declaration(info.declaration)
     data = {"id": info.id, "digest": info.digest, "reused": reused}
     return data, info.id + (" (reused)" if reused else ""), 0
 
@@ -197,12 +233,19 @@ def finish_activation(
         timeout=args.timeout,
         since=since,
     )
-    return {"previous": activation.previous, "signalled": pid, "waited": bool(args.wait)}
+    return {
+        "previous": activation.previous,
+        "signalled": pid,
+        "waited": bool(args.wait),
+        "no_signal": bool(args.no_signal),
+    }
 
 
 def signal_note(data: dict[str, Any]) -> str:
     if data.get("signalled"):
         return f"; daemon pid {data['signalled']} signalled"
+    if data.get("no_signal"):
+        return "; the daemon was not signalled (--no-signal)"
     return "; no daemon running" if not data.get("waited") else ""
 
 
@@ -217,12 +260,14 @@ def cmd_config(root: DeployRoot, args: argparse.Namespace) -> Result:
     else:
         change = rel.ConfigChange(unsets=tuple(args.items))
     change.apply({})  # refuse bad names and missing '=' before taking the lock
-    return new_release_then(root, args, lambda: rel.release_with_config(root, change))
+    return new_release_then(root, args, lambda: rel.release_with_config(root, change, args.from_id))
 
 
 def cmd_scale(root: DeployRoot, args: argparse.Namespace) -> Result:
     formation = rel.parse_formation(tuple(args.items))
-    return new_release_then(root, args, lambda: rel.release_with_scale(root, formation))
+    return new_release_then(
+        root, args, lambda: rel.release_with_scale(root, formation, args.from_id)
+    )
 
 
 def activate_and_report(
@@ -253,6 +298,7 @@ def cmd_deploy(root: DeployRoot, args: argparse.Namespace) -> Result:
     change = config_change(args)
     change.apply({})
     staged = bld.stage(root, args.src.absolute())
+    warn_declaration(staged.info.declaration)
     since = time.time()
     # publish, release and activate under one lock: a concurrent prune cannot remove
     # the build between its publish and its release
@@ -299,6 +345,13 @@ def cmd_verify(root: DeployRoot, args: argparse.Namespace) -> Result:
     return report.to_data(), "\n".join(lines), 0 if not report.problems else 1
 
 
+def cmd_run(root: DeployRoot, args: argparse.Namespace) -> Result:
+    command = list(args.oneoff)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    oneoff.exec_oneoff(oneoff.plan(root.require_initialized(), args.release_id, command))
+
+
 def cmd_import(args: argparse.Namespace) -> Result:
     if args.import_command == "procfile":
         imported = importers.import_procfile(args.file, args.env_file)
@@ -336,6 +389,7 @@ COMMANDS: dict[str, Callable[[DeployRoot, argparse.Namespace], Result]] = {
     "diff": cmd_diff,
     "prune": cmd_prune,
     "verify": cmd_verify,
+    "run": cmd_run,
     **transfer_cli.COMMANDS,
     **fleet_cli.COMMANDS,
 }

@@ -194,7 +194,8 @@ def cmd_status(root: DeployRoot, args: argparse.Namespace) -> Result:
     width = max([4, *(len(h) for h in hosts)])
     lines = [f"{'HOST':<{width}}  {'CURRENT':<8}  {'RUNNING':<8}  NOTE"]
     for r in rows:
-        note = r["error"] or (f"refused: {', '.join(r['refused'])}" if r["refused"] else "")
+        refused = ", ".join(str(x.get("id")) for x in r["refused"])
+        note = r["error"] or (f"refused: {refused}" if refused else "")
         lines.append(
             f"{r['host']:<{width}}  {r['current'] or '-':<8}  {r['running'] or '-':<8}  {note}"
         )

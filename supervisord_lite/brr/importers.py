@@ -8,7 +8,6 @@ migration that silently drops `user=` or `exitcodes=` is how outages start.
 
 from __future__ import annotations
 
-import configparser
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -17,11 +16,35 @@ from typing import Any
 
 import yaml
 
-from supervisord_lite.declaration import declaration_from_data, parse_procfile
+from supervisord_lite.brr.supervisord_conf import expand, read_config
+from supervisord_lite.declaration import FOREMAN_PORT, declaration_from_data, procfile_data
 from supervisord_lite.errors import BadInput
 from supervisord_lite.manifest import TYPE_NAME_RE
 
 AUTORESTART = {"true": "always", "false": "never", "unexpected": "on-failure"}
+BOOLEANS = {
+    **dict.fromkeys(("true", "yes", "on", "1"), True),
+    **dict.fromkeys(("false", "no", "off", "0"), False),
+}
+# what the daemon always does: `true` needs no word, `false` is not available
+ALWAYS_SO = {
+    "redirect_stderr": "stdout and stderr always share one stream here",
+    "stopasgroup": "the daemon always signals the whole process group",
+    "killasgroup": "the daemon always kills the whole process group",
+}
+# sections that are not programs: a note, or "" for nothing to say
+OTHER_SECTIONS = {
+    "supervisord": "",
+    "supervisorctl": "",
+    "rpcinterface": "",
+    "include": "",
+    "inet_http_server": "supervisorctl's HTTP server is not imported: supervisord-lite's "
+    "control socket is ROOT/run/supervisord-lite.sock (supervisord-lite status)",
+    "unix_http_server": "supervisorctl's socket is not imported: supervisord-lite's "
+    "control socket is ROOT/run/supervisord-lite.sock (supervisord-lite status)",
+    "fcgi-program": "not imported: declare its socket under sockets: and give a process "
+    "sockets: [name] (it gets it as LISTEN_FDS)",
+}
 IGNORED_QUIETLY = {"process_name"}
 SUPPORTED = {
     "command",
@@ -50,21 +73,31 @@ class Imported:
 def import_procfile(procfile: Path, env_file: Path | None) -> Imported:
     if not procfile.is_file():
         raise BadInput(f"{procfile}: no such file")
-    decl = parse_procfile(procfile.read_text("utf-8", "replace"), str(procfile))
-    data = {"processes": {n: {"cmd": p.cmd} for n, p in decl.processes.items()}}
+    data = procfile_data(procfile.read_text("utf-8", "replace"), str(procfile))
     out = Imported(data)
-    if env_file is not None:
-        if not env_file.is_file():
-            raise BadInput(f"{env_file}: no such file")
-        # config is not part of a build: it goes into the release
-        out.hints.append(
-            f"config stays out of the build: brr-release release --build ID --env-file {env_file}"
-        )
+    if "release_command" in data:
+        out.hints.append("release: is the release phase (release_command), not a process")
+    if "web" in data["processes"]:
+        out.hints.append(f"web gets PORT={FOREMAN_PORT} as with foreman (port: {FOREMAN_PORT})")
+    if env_file is None:
+        beside = procfile.parent / ".env"
+        if beside.is_file():
+            out.hints.append(
+                f"{beside} is not imported (config stays out of the build): pass it to the "
+                f"release: brr-release release --build ID --env-file {beside}"
+            )
+        return out
+    if not env_file.is_file():
+        raise BadInput(f"{env_file}: no such file")
+    # config is not part of a build: it goes into the release
+    out.hints.append(
+        f"config stays out of the build: brr-release release --build ID --env-file {env_file}"
+    )
     return out
 
 
 def parse_environment(value: str, where: str, out: Imported) -> dict[str, str]:
-    """supervisord's `KEY="val",KEY2=val2`."""
+    """supervisord's `KEY="val",KEY2=val2` (expansions already done)."""
     env: dict[str, str] = {}
     lexer = shlex.shlex(value, posix=True)
     lexer.whitespace = ","
@@ -78,36 +111,53 @@ def parse_environment(value: str, where: str, out: Imported) -> dict[str, str]:
         if not sep:
             out.warnings.append(f"{where}: environment item {item!r} has no '=': skipped")
             continue
-        if "%(" in val:
-            out.warnings.append(f"{where}: environment {key} uses a %(...)s expansion: kept as is")
         env[key.strip()] = val
     return env
 
 
-def program_entry(name: str, opts: dict[str, str], where: str, out: Imported) -> dict[str, Any]:
-    entry: dict[str, Any] = {}
+def boolean(opts: dict[str, str], key: str, default: str, where: str) -> bool:
+    value = opts.get(key, default).strip().lower()
+    if value not in BOOLEANS:
+        raise BadInput(f"{where}: {key}={opts[key]}: expected true or false")
+    return BOOLEANS[value]
+
+
+def program_cmd(opts: dict[str, str], where: str, out: Imported) -> str:
     cmd = opts.get("command", "").strip()
     if not cmd:
         raise BadInput(f"{where}: has no command")
-    if "directory" in opts:
-        # the daemon runs every process in the build's app directory
-        inner = f"cd {shlex.quote(opts['directory'])} && exec {cmd}"
-        cmd = f"sh -c {shlex.quote(inner)}"
+    directory = opts.get("directory")
+    if directory is None:
+        return cmd
+    # the daemon runs every process in the build's app directory
+    inner = f"cd {shlex.quote(directory)} && exec {cmd}"
+    parts = Path(directory).parts
+    if Path(directory).is_absolute() or ".." in parts:
         out.warnings.append(
-            f"{where}: directory={opts['directory']}: processes run in the build's app "
-            "directory; the command now changes to it first"
+            f"{where}: directory={directory} is OUTSIDE the build: the command changes to it "
+            "and runs code that no build, release or rollback controls; if the code is in "
+            "the build, remove directory= (processes start in the build's app directory)"
         )
-    entry["cmd"] = cmd
-    if "%(" in cmd:
-        out.warnings.append(f"{where}: command uses a %(...)s expansion: kept as is")
+    else:
+        out.warnings.append(
+            f"{where}: directory={directory}: the command changes to it first "
+            "(relative to the build's app directory)"
+        )
+    return f"sh -c {shlex.quote(inner)}"
+
+
+def program_entry(opts: dict[str, str], where: str, out: Imported) -> dict[str, Any]:
+    entry: dict[str, Any] = {"cmd": program_cmd(opts, where, out)}
     scale = int_option(opts, "numprocs", 1, where)
-    if opts.get("autostart", "true").lower() == "false":
+    if not boolean(opts, "autostart", "true", where):
         scale = 0
-        out.warnings.append(f"{where}: autostart=false: imported with scale 0")
+        out.warnings.append(f"{where}: autostart={opts['autostart']}: imported with scale 0")
     entry["scale"] = scale
     if "startsecs" in opts:
         entry["ready"] = {"after": float(int_option(opts, "startsecs", 1, where))}
-    policy = opts.get("autorestart", "unexpected").lower()
+    policy = opts.get("autorestart", "unexpected").strip().lower()
+    if policy in BOOLEANS:
+        policy = "true" if BOOLEANS[policy] else "false"
     if policy not in AUTORESTART:
         raise BadInput(f"{where}: autorestart={policy}: expected true, false or unexpected")
     entry["restart"] = AUTORESTART[policy]
@@ -117,7 +167,10 @@ def program_entry(name: str, opts: dict[str, str], where: str, out: Imported) ->
         entry["stop_timeout"] = float(int_option(opts, "stopwaitsecs", 10, where))
     if "environment" in opts:
         entry["env"] = parse_environment(opts["environment"], where, out)
-    for key in sorted(set(opts) - SUPPORTED - IGNORED_QUIETLY):
+    for key, always in ALWAYS_SO.items():
+        if key in opts and not boolean(opts, key, "true", where):
+            out.warnings.append(f"{where}: {key}={opts[key]}: {always}")
+    for key in sorted(set(opts) - SUPPORTED - IGNORED_QUIETLY - ALWAYS_SO.keys()):
         out.warnings.append(f"{where}: {key}={opts[key]} cannot be carried over: dropped")
     return entry
 
@@ -129,11 +182,20 @@ def int_option(opts: dict[str, str], key: str, default: int, where: str) -> int:
     return int(value)
 
 
-def type_name_for(program: str, out: Imported) -> str:
+def type_name_for(program: str, taken: dict[str, Any], out: Imported) -> str:
     name = re.sub(r"[^A-Za-z0-9_-]", "-", program)
     if not name[:1].isalpha():
         name = "p" + name
-    name = name[:63]
+    name = name[:60]
+    if name in taken:
+        n = 2
+        while f"{name}-{n}" in taken:
+            n += 1
+        out.warnings.append(
+            f"program:{program}: its type name {name!r} is taken by another program: "
+            f"imported as {name}-{n}"
+        )
+        return f"{name}-{n}"
     if name != program:
         out.warnings.append(f"program:{program}: renamed to process type {name!r}")
     if not TYPE_NAME_RE.fullmatch(name):
@@ -144,32 +206,22 @@ def type_name_for(program: str, out: Imported) -> str:
 def import_supervisord(conf: Path) -> Imported:
     if not conf.is_file():
         raise BadInput(f"{conf}: no such file")
-    parser = configparser.RawConfigParser(strict=False, inline_comment_prefixes=(";",))
-    try:
-        parser.read(conf, encoding="utf-8")
-    except configparser.Error as exc:
-        line = getattr(exc, "lineno", None)
-        where = f" at line {line}" if line else ""
-        raise BadInput(
-            f"{conf}: not a valid supervisord config ({type(exc).__name__}{where})"
-        ) from None
     out = Imported({"processes": {}})
-    for section in parser.sections():
-        kind, _, program = section.partition(":")
+    for section in read_config(conf, out.warnings):
+        kind, _, program = section.name.partition(":")
         if kind != "program":
-            if kind not in (
-                "supervisord",
-                "supervisorctl",
-                "unix_http_server",
-                "inet_http_server",
-                "rpcinterface",
-                "include",
-            ):
-                out.warnings.append(f"[{section}]: not a program: not imported")
+            note = OTHER_SECTIONS.get(kind, "not a program: not imported")
+            if note:
+                out.warnings.append(f"[{section.name}]: {note}")
             continue
-        name = type_name_for(program, out)
-        where = f"{conf}: [program:{program}]"
-        out.declaration["processes"][name] = program_entry(name, dict(parser[section]), where, out)
+        where = f"{section.source}: [program:{program}]"
+        opts = {
+            k: expand(v, program, section.source, f"{where} {k}", out.warnings)
+            for k, v in section.options.items()
+        }
+        processes = out.declaration["processes"]
+        name = type_name_for(program, processes, out)
+        processes[name] = program_entry(opts, where, out)
     if not out.declaration["processes"]:
         raise BadInput(f"{conf}: no [program:...] section to import")
     return out

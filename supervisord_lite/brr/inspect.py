@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from supervisord_lite import ledger, refusals
 from supervisord_lite.errors import BadInput, BrrError
 from supervisord_lite.layout import DeployRoot, check_release_id
 from supervisord_lite.manifest import Release, load_release
@@ -23,7 +24,7 @@ def load(root: DeployRoot, release_id: str) -> Release:
     return load_release(root.release_manifest(release_id))
 
 
-def summary(release: Release, current: str | None) -> dict[str, Any]:
+def summary(release: Release, current: str | None, refused: dict[str, str]) -> dict[str, Any]:
     return {
         "id": release.id,
         "created_at": release.created_at,
@@ -31,16 +32,23 @@ def summary(release: Release, current: str | None) -> dict[str, Any]:
         "config_keys": sorted(release.config),
         "formation": release.formation(),
         "current": release.id == current,
+        "refused": refused.get(release.id),
     }
+
+
+def refused_releases(root: DeployRoot) -> dict[str, str]:
+    """Release ID -> why the daemon refused it (refusals.py)."""
+    return refusals.refused_releases(root, ledger.read_ledger(root.ledger).entries)
 
 
 def list_releases(root: DeployRoot) -> dict[str, Any]:
     """Every release newest first; one that does not load is listed with its error."""
     current = root.current_release_id()
+    refused = refused_releases(root)
     out: list[dict[str, Any]] = []
     for rid in reversed(root.release_ids()):
         try:
-            out.append(summary(load_release(root.release_manifest(rid)), current))
+            out.append(summary(load_release(root.release_manifest(rid)), current, refused))
         except BrrError as exc:
             out.append({"id": rid, "error": str(exc), "current": rid == current})
     return {"releases": out, "current": current}
@@ -52,6 +60,7 @@ def show(root: DeployRoot, release_id: str, *, show_values: bool) -> dict[str, A
     data["digest"] = release.digest
     data["config"] = masked(release.config, show_values)
     data["current"] = release.id == root.current_release_id()
+    data["refused"] = refused_releases(root).get(release.id)
     return data
 
 
@@ -97,7 +106,10 @@ def format_releases(data: dict[str, Any]) -> str:
             continue
         form = " ".join(f"{k}={v}" for k, v in r["formation"].items())
         keys = ",".join(r["config_keys"]) or "-"
-        lines.append(f"{mark}{r['id']:<6} {r['created_at']:<27} {r['build']:<15} {form}  [{keys}]")
+        line = f"{mark}{r['id']:<6} {r['created_at']:<27} {r['build']:<15} {form}  [{keys}]"
+        if r.get("refused"):
+            line += f"  refused: {r['refused']}"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -109,6 +121,8 @@ def format_show(data: dict[str, Any]) -> str:
         f"  switch:     {data['switch']}",
         f"  digest:     {data['digest']}",
     ]
+    if data.get("refused"):
+        lines.append(f"  refused:    {data['refused']}")
     if data.get("release_command"):
         lines.append(f"  release_command: {data['release_command']}")
     lines.append("  config:" + ("" if data["config"] else " (none)"))

@@ -12,6 +12,7 @@ line, which `verify` accepts and the next number skips.
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,7 +22,7 @@ from dotenv import dotenv_values
 from supervisord_lite import fsatomic, ledger
 from supervisord_lite.brr.build import load_build_meta
 from supervisord_lite.errors import BadInput
-from supervisord_lite.layout import DeployRoot, release_number
+from supervisord_lite.layout import DeployRoot, check_release_id, release_number
 from supervisord_lite.manifest import Release, dump_release, load_release
 from supervisord_lite.schema import is_env_name
 
@@ -60,15 +61,24 @@ def read_env_file(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise BadInput(f"--env-file {path}: no such file")
     try:
+        # literal, not expanded: a secret with a `$` in it arrives as written (Heroku
+        # config vars are not expanded either); docs/apps.md says so
         values = dotenv_values(path, interpolate=False)
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"--env-file {path}: cannot read ({exc})") from None
     out: dict[str, str] = {}
     for key, value in values.items():
         check_key(key)
-        if "\x00" in (value or ""):
+        if value is None:
+            # python-dotenv's load_dotenv sets nothing for a bare `KEY` line: neither do we
+            print(
+                f"brr-release: warning: --env-file {path}: {key} has no '=': not set",
+                file=sys.stderr,
+            )
+            continue
+        if "\x00" in value:
             raise BadInput(f"--env-file {path}: {key}: NUL character in value")
-        out[key] = value if value is not None else ""
+        out[key] = value
     return out
 
 
@@ -129,8 +139,22 @@ def release_from_build(root: DeployRoot, build_id: str, change: ConfigChange) ->
     return write_release(root, draft)
 
 
-def require_base(root: DeployRoot, what: str) -> Release:
-    base = newest_release(root)
+def base_release(root: DeployRoot, from_id: str | None) -> Release | None:
+    """What a config change or a scale starts from: from_id, else current, else the newest.
+
+    Not the newest by default: with v5 current and a staged v6 of new code, `config set`
+    must not ship v6's code under cover of a config change.
+    """
+    rid = check_release_id(from_id) if from_id else root.current_release_id()
+    if rid is None:
+        return newest_release(root)
+    if not root.release_dir(rid).is_dir():
+        raise BadInput(f"--from {rid}: no such release")
+    return load_release(root.release_manifest(rid))
+
+
+def require_base(root: DeployRoot, what: str, from_id: str | None = None) -> Release:
+    base = base_release(root, from_id)
     if base is None:
         raise BadInput(f"no release yet to {what}: release a build first")
     if not root.build_dir(base.build).is_dir():
@@ -138,8 +162,10 @@ def require_base(root: DeployRoot, what: str) -> Release:
     return base
 
 
-def release_with_config(root: DeployRoot, change: ConfigChange) -> Release:
-    base = require_base(root, "change the config of")
+def release_with_config(
+    root: DeployRoot, change: ConfigChange, from_id: str | None = None
+) -> Release:
+    base = require_base(root, "change the config of", from_id)
     return write_release(root, replace(base, config=change.apply(base.config)))
 
 
@@ -155,8 +181,10 @@ def parse_formation(items: tuple[str, ...]) -> dict[str, int]:
     return out
 
 
-def release_with_scale(root: DeployRoot, formation: dict[str, int]) -> Release:
-    base = require_base(root, "scale")
+def release_with_scale(
+    root: DeployRoot, formation: dict[str, int], from_id: str | None = None
+) -> Release:
+    base = require_base(root, "scale", from_id)
     processes = dict(base.processes)
     for name, count in formation.items():
         if name not in processes:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from supervisord_lite import daemon_client, ledger
+from supervisord_lite import daemon_client, ledger, refusals
 from supervisord_lite.errors import OperationFailed
-from supervisord_lite.layout import DeployRoot
+from supervisord_lite.layout import DeployRoot, release_number
 
 
 def daemon_status(root: DeployRoot) -> dict[str, Any] | None:
@@ -26,8 +26,10 @@ def daemon_status(root: DeployRoot) -> dict[str, Any] | None:
     return status if isinstance(status, dict) else None
 
 
-def refused_releases(root: DeployRoot) -> list[str]:
-    return []
+def refused_releases(root: DeployRoot, entries: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """[{id, reason}], oldest ID first (refusals.py: the daemon's record and the ledger's)."""
+    found = refusals.refused_releases(root, entries)
+    return [{"id": rid, "reason": found[rid]} for rid in sorted(found, key=release_number)]
 
 
 def status(root: DeployRoot) -> dict[str, Any]:
@@ -46,7 +48,7 @@ def status(root: DeployRoot) -> dict[str, Any]:
         "last_activation": switches[-1] if switches else None,
         "releases": root.release_ids(),
         "builds": root.build_ids(),
-        "refused": refused_releases(root),
+        "refused": refused_releases(root, entries),
     }
 
 
@@ -57,6 +59,6 @@ def format_status(data: dict[str, Any]) -> str:
     last = data["last_activation"]
     if last:
         lines.append(f"last {last['event']}: {last['id']} at {last['at']}")
-    if data["refused"]:
-        lines.append(f"refused: {', '.join(data['refused'])}")
+    for refused in data["refused"]:
+        lines.append(f"refused: {refused['id']} ({refused['reason']})")
     return "\n".join(lines)

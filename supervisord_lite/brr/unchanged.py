@@ -28,12 +28,14 @@ class Wanted:
 
 def wanted(root: DeployRoot, args: argparse.Namespace) -> Wanted | None:
     """What `release`, `config set|unset` or `scale` would make; None if it cannot tell."""
-    base = rel.newest_release(root)
+    newest = rel.newest_release(root)
+    # config and scale start from --from, else current, else the newest (releases.py)
+    base = rel.base_release(root, getattr(args, "from_id", None))
     match args.command:
         case "release":
             decl = load_build_meta(root, args.build_id).declaration
             change = rel.ConfigChange(tuple(args.env_file), tuple(args.sets), tuple(args.unsets))
-            config = change.apply(base.config if base else {})
+            config = change.apply(newest.config if newest else {})
             formation = {name: spec.scale for name, spec in decl.processes.items()}
             return Wanted(args.build_id, config, formation)
         case "config" if base is not None:

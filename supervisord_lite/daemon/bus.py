@@ -81,6 +81,19 @@ class ProcessFatal(Event):
 
 
 @dataclass(frozen=True)
+class ProcessStateChanged(Event):
+    """Every transition of every process (states.TRANSITIONS), BACKOFF and STOPPING too."""
+
+    kind: ClassVar[str] = "process_state"
+    name: str
+    release: str
+    old: str
+    new: str
+    event: str
+    reason: str | None  # why it failed, when it did
+
+
+@dataclass(frozen=True)
 class SwitchStarted(Event):
     kind: ClassVar[str] = "switch_started"
     from_release: str | None
@@ -113,6 +126,18 @@ class ReloadRejected(Event):
 
 
 @dataclass(frozen=True)
+class HeldSocketIgnored(Event):
+    """A process given LISTEN_FDS listens on a socket of its own (heldsocket.py)."""
+
+    kind: ClassVar[str] = "held_socket_ignored"
+    name: str
+    release: str
+    pid: int
+    address: str  # where it listens itself
+    held: str | None  # a held bind its process tree has open, if any
+
+
+@dataclass(frozen=True)
 class DaemonStopping(Event):
     kind: ClassVar[str] = "daemon_stopping"
     reason: str
@@ -127,10 +152,12 @@ EVENT_KINDS: dict[str, type[Event]] = {
         ProcessReady,
         ProcessExited,
         ProcessFatal,
+        ProcessStateChanged,
         SwitchStarted,
         SwitchDone,
         SwitchFailed,
         ReloadRejected,
+        HeldSocketIgnored,
         DaemonStopping,
     )
 }
@@ -173,6 +200,11 @@ class EventBus:
                 sub.dropped += 1
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 self._subs.pop(name, None)
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether anyone listens: an event nobody gets need not even be made."""
+        return bool(self._subs)
 
     def dropped(self) -> dict[str, int]:
         return {name: sub.dropped for name, sub in self._subs.items()}

@@ -37,6 +37,7 @@ from supervisord_lite.daemon.ready import ReadyRegistry
 from supervisord_lite.daemon.reaper import Reaper, become_subreaper, kill_previous
 from supervisord_lite.daemon.spawn import base_env
 from supervisord_lite.daemon.startup import load_first
+from supervisord_lite.declaration import RUNTIME_ENV
 from supervisord_lite.errors import BadInput, BrrError, ConfigMissing
 from supervisord_lite.layout import resolve_root
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from supervisord_lite.daemon.plugins import Plugin, PluginRunner
 
 PROG = "supervisord-lite"
+JSON_COMMANDS = ("status",)
 
 
 class OutputHandler(logging.Handler):
@@ -85,6 +87,10 @@ def byte_size(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog=PROG, description="the run stage: supervise a release")
     parser.add_argument("--root", help="deploy root (default: $BRR_ROOT)")
+    # `--json status` as brr-release takes it; SUPPRESS so that status's own --json is one
+    parser.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="status: JSON output"
+    )
     sub = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=Parser
     )
@@ -167,19 +173,21 @@ def run_daemon(args: argparse.Namespace) -> int:
         killed = kill_previous(record, root.builds)
         if killed:
             logging.getLogger(PROG).warning("killed %d process(es) a previous daemon left", killed)
-        release = load_first(root)
+        start = load_first(root)
         become_subreaper()
         services = Services(
             root=root,
             output=output,
             reaper=Reaper(record),
             ready=ready_registry(plugins),
-            base_env=base_env(os.environ, args.pass_env),
+            base_env=base_env(os.environ, args.pass_env)
+            | RUNTIME_ENV
+            | {"BRR_SHARED": str(root.shared)},
             max_backoff=args.max_backoff,
         )
         runners = plugin_runners(services.bus, plugins)
         daemon = Daemon(root, services, runners=runners, watch=args.watch, early=pending)
-        anyio.run(daemon.run, release)
+        anyio.run(daemon.run, start)
     return daemon.exit_code
 
 
@@ -237,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args, extra = build_parser().parse_known_args(argv)
         if extra:  # argparse would name no command: only the subparser knew it
             raise BadInput(f"{args.command}: unrecognized arguments: {' '.join(extra)}")
+        if getattr(args, "json", False) and args.command not in JSON_COMMANDS:
+            raise BadInput(f"--json: only {', '.join(JSON_COMMANDS)} prints JSON")
         if args.command == "run":
             return run_daemon(args)
         return run_client_command(args)

@@ -82,7 +82,9 @@ def add_client_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     c = [common]
     p = subparsers.add_parser("status", parents=c, help="the processes and the release")
-    p.add_argument("--json", action="store_true", help="print the status object")
+    p.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the status object"
+    )
     p = subparsers.add_parser("reload", parents=c, help="reread current and switch to it")
     p.add_argument("--wait", action="store_true", help="wait until the reload settled")
     p.add_argument("--timeout", type=positive_seconds, default=DEFAULT_WAIT, metavar="S")
@@ -170,6 +172,9 @@ def format_status(status: dict[str, Any]) -> str:
     ]
     if len(rows) == 1:
         lines.append("(no processes)")
+    for p in status.get("processes") or []:
+        if p.get("note"):
+            lines.append(f"note: {cell(p.get('name'))}: {p['note']}")
     lines.append(f"release: {cell(status.get('release'))} (build {cell(status.get('build'))})")
     lines.append(f"state: {cell(status.get('state'))}")
     last = status.get("last_switch")
@@ -187,12 +192,25 @@ def format_status(status: dict[str, Any]) -> str:
             f"rejected: {cell(rejected.get('id'))} at {format_time(rejected.get('at'))}: "
             f"{rejected.get('error')}"
         )
+    fallback = status.get("fallback")
+    if isinstance(fallback, dict):
+        lines.append(
+            f"current {cell(fallback.get('current'))} not run ({fallback.get('reason')}): "
+            f"FALLING BACK to last-good {cell(fallback.get('running'))}"
+        )
+    for refusal in status.get("refused") or []:
+        if isinstance(refusal, dict):
+            lines.append(
+                f"refused: {cell(refusal.get('id'))} at {format_time(refusal.get('at'))}: "
+                f"{refusal.get('reason')}"
+            )
     return "\n".join(lines)
 
 
 def cmd_status(root: DeployRoot, args: argparse.Namespace) -> int:
     status = fetch_status(root)
-    print(json.dumps(status) if args.json else format_status(status))
+    as_json = getattr(args, "json", False)  # before or after `status`
+    print(json.dumps(status) if as_json else format_status(status))
     return 0
 
 
@@ -208,16 +226,17 @@ def reload_outcome(status: dict[str, Any], current: str | None, since: float) ->
     rejected = status.get("rejected")
     switched = isinstance(last, dict) and number(last.get("finished_at")) >= since
     refused = isinstance(rejected, dict) and number(rejected.get("at")) >= since
-    if running == current and current is not None:
-        return ""
-    if not (switched or refused):
-        return None
+    # failures first: the daemon moves current back to what runs after a refusal, and
+    # then running == current would read as a success
     if refused:
         assert isinstance(rejected, dict)
         return f"the daemon rejected {rejected.get('id') or 'current'}: {rejected.get('error')}"
-    assert isinstance(last, dict)
-    if not last.get("ok"):
+    if switched and isinstance(last, dict) and not last.get("ok"):
         return f"the switch to {last.get('to')} failed: {last.get('error')}"
+    if running == current and current is not None:
+        return ""
+    if not switched:
+        return None
     return f"the daemon runs {cell(running)}, but current is {cell(current)}"
 
 

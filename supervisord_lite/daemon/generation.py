@@ -78,12 +78,15 @@ class Generation:
             self._done.set()
 
     def all_running(self) -> bool:
-        return all(p.state is ProcState.RUNNING for p in self.processes)
+        """Every process RUNNING, or done (a one-shot that exited 0: Process.done)."""
+        return all(p.settled() for p in self.processes)
 
     async def wait_ready(self) -> None:
-        """Return once all are RUNNING; NotReady naming the first that failed to start."""
+        """Return once all are RUNNING (or done); NotReady naming the first that failed."""
         while True:
             for proc in self.processes:
+                if proc.done():
+                    continue
                 if proc.state in FAILED or proc.failures:
                     why = proc.error or proc.state.value
                     raise NotReady(f"{proc.name} ({self.release.id}): {why}")
@@ -98,7 +101,7 @@ class Generation:
         with anyio.move_on_after(seconds):
             while True:
                 for proc in self.processes:
-                    if proc.state is not ProcState.RUNNING:
+                    if not proc.settled():
                         why = proc.error or f"left RUNNING ({proc.state.value})"
                         raise NotReady(f"{proc.name} ({self.release.id}): {why}")
                 await self.wait_changed()

@@ -23,6 +23,11 @@ Choices, and what was rejected:
   behind loses lines, it never slows the daemon.
 - Per-process log files (logfiles.py, when enabled) get every line too, without the
   `web.1 | ` prefix; SIGUSR1 reopens them.
+- While children of two releases have open pipes (a start-first switch), every child's
+  line names its release: `web.1 v7 | ...` next to `web.1 v8 | ...`, on stdout, in the
+  rings and to `logs -f` alike. Once one generation is left, lines are `web.1 | ...`
+  again: labelling always was rejected because it lengthens every line of every day
+  for the minute a switch takes.
 """
 
 from __future__ import annotations
@@ -72,11 +77,12 @@ class Ring:
 class Pipe:
     """The read end of one child's output, while Output reads it."""
 
-    __slots__ = ("eof", "fd", "name", "open", "partial")
+    __slots__ = ("eof", "fd", "name", "open", "partial", "release")
 
-    def __init__(self, name: str, fd: int) -> None:
+    def __init__(self, name: str, fd: int, release: str | None = None) -> None:
         self.name = name
         self.fd = fd
+        self.release = release
         self.partial = b""  # the start of a line whose end has not come yet
         self.open = True
         self.eof: anyio.Event | None = None  # only while someone waits for the end
@@ -99,13 +105,18 @@ class Output:
         self._drained = anyio.Event()
         self._wake = anyio.Event()
         self._pipes: dict[int, Pipe] = {}
+        self._generations: dict[str, int] = {}  # release -> its open pipes
         self._epoll = select.epoll()
 
     # --- producers ---------------------------------------------------------------------
 
-    def emit(self, name: str, text: str, *, keep: bool = False) -> None:
-        """One line of name; keep: never dropped for a slow stdout (the daemon's own)."""
-        line = f"{name} | {text}"
+    def emit(self, name: str, text: str, *, keep: bool = False, release: str | None = None) -> None:
+        """One line of name; keep: never dropped for a slow stdout (the daemon's own).
+
+        release: the child's, shown while two generations live.
+        """
+        label = f"{name} {release}" if release and len(self._generations) > 1 else name
+        line = f"{label} | {text}"
         ring = self._rings.get(name)
         if ring is None:
             ring = self._rings[name] = Ring(RING, RING_BYTES)
@@ -117,9 +128,11 @@ class Output:
         if self._followers:
             self._feed(name, line)
 
-    def watch(self, name: str, fd: int) -> Pipe:
+    def watch(self, name: str, fd: int, release: str | None = None) -> Pipe:
         """Read name's lines from the non-blocking fd from now on; Output owns fd now."""
-        pipe = Pipe(name, fd)
+        pipe = Pipe(name, fd, release)
+        if release is not None:
+            self._generations[release] = self._generations.get(release, 0) + 1
         self._pipes[fd] = pipe
         self._epoll.register(fd, select.EPOLLIN)
         return pipe
@@ -146,10 +159,20 @@ class Output:
             self._epoll.unregister(pipe.fd)
         os.close(pipe.fd)
         if pipe.partial:
-            self.emit(pipe.name, self._decode(pipe.partial))
+            self.emit(pipe.name, self._decode(pipe.partial), release=pipe.release)
             pipe.partial = b""
+        self._forget_pipe_of(pipe.release)
         if pipe.eof is not None:
             pipe.eof.set()
+
+    def _forget_pipe_of(self, release: str | None) -> None:
+        if release is None:
+            return
+        left = self._generations.get(release, 0) - 1
+        if left > 0:
+            self._generations[release] = left
+        else:
+            self._generations.pop(release, None)
 
     async def _run_reader(self) -> None:
         while True:
@@ -180,17 +203,18 @@ class Output:
         for piece in lines:
             if pipe.partial:
                 piece, pipe.partial = pipe.partial + piece, b""
-            self._emit_split(pipe.name, piece)
+            self._emit_split(pipe, piece)
         partial = pipe.partial + rest if pipe.partial else rest
         while len(partial) >= MAX_LINE:
-            self.emit(pipe.name, self._decode(partial[:MAX_LINE]))
+            self.emit(pipe.name, self._decode(partial[:MAX_LINE]), release=pipe.release)
             partial = partial[MAX_LINE:]
         pipe.partial = partial
         return len(data)
 
-    def _emit_split(self, name: str, line: bytes) -> None:
+    def _emit_split(self, pipe: Pipe, line: bytes) -> None:
         for start in range(0, max(len(line), 1), MAX_LINE):
-            self.emit(name, self._decode(line[start : start + MAX_LINE]))
+            text = self._decode(line[start : start + MAX_LINE])
+            self.emit(pipe.name, text, release=pipe.release)
 
     @staticmethod
     def _decode(data: bytes) -> str:

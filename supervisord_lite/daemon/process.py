@@ -18,16 +18,8 @@ supervisord's (PEERS). Only a readiness check other than `after` runs in a task 
 own, and only while the process is STARTING; `after` is a timer, which this task owns
 anyway.
 
-Backoff: 0.1 s doubling per failure in a row, capped (30 s), with "equal jitter" (half
-fixed, half random) so that a whole generation that crashes together does not restart
-in lockstep. A death after being RUNNING, when it is the first of a streak (after a
-stable run, or the process's first death), is restarted at once (PEERS: respawn under
-20 ms); the backoff starts with the second quick death in a row, at 0.1 s. A start that
-fails before RUNNING backs off from its first failure. The streak ends when the process
-had been RUNNING for STABLE seconds before it died, judged from the real times (no
-timer). After MAX_FAILED failed starts in a row (exited, or not ready, before RUNNING) it
-is FATAL; after the cool-off it gets one more try (and is FATAL again if that fails);
-`start`/`restart` give it a fresh set of tries.
+What an exit leads to (restart now, back off, FATAL, done) is policy.py, a pure function
+of the exit, the streak and the clock (Services.clock); this task only carries it out.
 """
 
 from __future__ import annotations
@@ -35,11 +27,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import random
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import anyio
@@ -50,9 +41,11 @@ from supervisord_lite.daemon.bus import (
     ProcessFatal,
     ProcessReady,
     ProcessSpawned,
+    ProcessStateChanged,
 )
 from supervisord_lite.daemon.notify import ChildNotify, open_child_notify
 from supervisord_lite.daemon.output import Output
+from supervisord_lite.daemon.policy import Exit, Streak, after_exit
 from supervisord_lite.daemon.ready import ReadyContext, ReadyFailed, ReadyRegistry
 from supervisord_lite.daemon.reaper import Reaper, killpg
 from supervisord_lite.daemon.sockets import SocketPool
@@ -63,9 +56,6 @@ from supervisord_lite.manifest import ProcessSpec, Release
 
 log = logging.getLogger(__name__)
 
-MAX_FAILED = 10
-STABLE = 10.0
-BACKOFF_FIRST = 0.1
 DRAIN = 2.0  # how long the output of a dead child may still be read
 
 
@@ -81,6 +71,8 @@ class Services:
     sockets: SocketPool = field(default_factory=SocketPool)
     bus: EventBus = field(default_factory=EventBus)
     max_backoff: float = 30.0
+    clock: Callable[[], float] = time.monotonic  # the policy's time; tests give their own
+    notes: dict[int, str] = field(default_factory=dict)  # pid -> a warning for `status`
     _app_dirs: dict[str, Path] = field(default_factory=dict)
 
     def app_dir(self, build: str) -> Path:
@@ -89,22 +81,6 @@ class Services:
         if found is None:
             found = self._app_dirs[build] = self.root.build_app(build)
         return found
-
-
-def backoff_delay(failures: int, cap: float) -> float:
-    full = min(cap, BACKOFF_FIRST * 2.0 ** max(failures - 1, 0))
-    return full / 2 + random.uniform(0, full / 2)
-
-
-def restart_delay(crashes: int, *, free_first: bool, cap: float) -> float:
-    """The wait before restarting after the crashes-th exit in a row.
-
-    free_first: the streak began with a death after RUNNING, which is restarted at once;
-    the backoff then starts with the next one.
-    """
-    if free_first:
-        return 0.0 if crashes <= 1 else backoff_delay(crashes - 1, cap)
-    return backoff_delay(crashes, cap)
 
 
 @dataclass(eq=False, slots=True)
@@ -121,11 +97,9 @@ class Process:
     restarts: int = 0
     exit_code: int | None = None
     error: str | None = None  # why the last start failed, for status and switch
-    failures: int = 0  # failed starts in a row
-    crashes: int = 0  # exits in a row, for the backoff
+    streak: Streak = field(default_factory=Streak)  # exits and failed starts in a row
     spawned_at: float = 0.0
     ready_at: float = 0.0
-    _free_first: bool = False  # the streak of crashes began with a death after RUNNING
     _want: bool = True
     _kicked: bool = False
     _retired: bool = False
@@ -141,6 +115,19 @@ class Process:
 
     def __post_init__(self) -> None:
         self.name = f"{self.spec.type}.{self.index}"
+
+    @property
+    def failures(self) -> int:
+        """Failed starts in a row."""
+        return self.streak.failures
+
+    def done(self) -> bool:
+        """It exited 0 and its restart policy leaves it: a one-shot that did its job."""
+        return self.state is ProcState.EXITED and self.exit_code == 0 and self.error is None
+
+    def settled(self) -> bool:
+        """RUNNING, or done: what a switch or a boot waits for."""
+        return self.state is ProcState.RUNNING or self.done()
 
     def uptime(self) -> float | None:
         return round(time.monotonic() - self.spawned_at, 3) if self.pid else None
@@ -163,7 +150,7 @@ class Process:
         self._want = True
         if self.state in RESTING:
             self._kicked = True
-            self.failures = 0
+            self.streak = replace(self.streak, failures=0)
         self._wake_up()
 
     def retire(self) -> None:
@@ -224,7 +211,7 @@ class Process:
         if self._kicked or self.state is ProcState.STOPPED:
             return 0.0
         if self.state in (ProcState.BACKOFF, ProcState.FATAL):
-            return max(0.0, self._resume_at - time.monotonic())
+            return max(0.0, self._resume_at - self.services.clock())
         return None  # EXITED: its policy said leave it
 
     async def _run_child(self, notify: ChildNotify | None) -> None:
@@ -235,7 +222,7 @@ class Process:
             return
         self._child = child
         output = self.services.output
-        pipe = output.watch(self.name, child.output_fd)
+        pipe = output.watch(self.name, child.output_fd, self.release.id)
         try:
             code = await self._wait_starting(child, ctx)
             del ctx  # its environment and paths are not kept for the whole run
@@ -336,8 +323,8 @@ class Process:
 
     def _ready(self) -> None:
         if self.state is ProcState.STARTING:
-            self.ready_at = time.monotonic()
-            self.failures = 0
+            self.ready_at = self.services.clock()
+            self.streak = replace(self.streak, failures=0)
             self.error = None
             self._apply(ProcEvent.READY)
             if self.pid is not None:
@@ -369,48 +356,42 @@ class Process:
         return await child.wait()
 
     def _after_exit(self, code: int, *, error: str | None = None) -> None:
-        was, not_ready = self.state, self._not_ready
+        was = self.state
         self.pid, self.exit_code = None, code
         if not self._want:
             log.info("%s: stopped (exit code %d)", self.name, code)
             self._apply(ProcEvent.HALTED)
             return
-        now = time.monotonic()
-        failed_start = not_ready or was is ProcState.STARTING
-        if was is ProcState.RUNNING and now - self.ready_at >= STABLE:
-            self.crashes = 0  # a stable run ends the streak: this exit starts a new one
-        self.crashes += 1
-        if self.crashes == 1:
-            self._free_first = was is ProcState.RUNNING
-        if failed_start:
-            self.failures += 1
-            if not not_ready:
-                self.error = error or f"exited with code {code} before it was ready"
-        else:
-            self.error = f"exited with code {code} after it was ready"
-        success = code == 0 and not not_ready
-        policy = self.spec.restart
-        if policy == "never" or (policy == "on-failure" and success):
-            log.info("%s: exited with code %d; restart policy %s", self.name, code, policy)
-            self._apply(ProcEvent.DONE)
-        elif failed_start and self.failures >= MAX_FAILED:
-            self._resume_at = now + self.spec.fatal_cooloff
-            log.error(
-                "%s: FATAL after %d failed starts in a row (%s); next try in %g s",
-                self.name,
-                self.failures,
-                self.error,
-                self.spec.fatal_cooloff,
-            )
-            self._apply(ProcEvent.GIVE_UP)
+        decision = after_exit(
+            Exit(code, was, self._not_ready, self.ready_at, error),
+            self.streak,
+            policy=self.spec.restart,
+            now=self.services.clock(),
+            max_backoff=self.services.max_backoff,
+            fatal_cooloff=self.spec.fatal_cooloff,
+            previous_error=self.error,
+        )
+        self.streak, self.error = decision.streak, decision.error
+        self._resume_at = decision.resume_at
+        match decision.event:
+            case ProcEvent.DONE:
+                log.info(
+                    "%s: exited with code %d; restart policy %s", self.name, code, self.spec.restart
+                )
+            case ProcEvent.GIVE_UP:
+                log.error(
+                    "%s: FATAL after %d failed starts in a row (%s); next try in %g s",
+                    self.name,
+                    self.failures,
+                    self.error,
+                    self.spec.fatal_cooloff,
+                )
+            case _:
+                delay = self._resume_at - self.services.clock()
+                log.info("%s: exited with code %d; restarting in %.2f s", self.name, code, delay)
+        self._apply(decision.event)
+        if decision.event is ProcEvent.GIVE_UP:
             self.services.bus.publish(ProcessFatal(self.name, self.release.id, self.failures))
-        else:
-            delay = restart_delay(
-                self.crashes, free_first=self._free_first, cap=self.services.max_backoff
-            )
-            self._resume_at = now + delay
-            log.info("%s: exited with code %d; restarting in %.2f s", self.name, code, delay)
-            self._apply(ProcEvent.RETRY)
 
     def _apply(self, event: ProcEvent) -> None:
         old, self.state = self.state, next_state(self.state, event)
@@ -418,3 +399,9 @@ class Process:
             log.debug("%s: %s -> %s on %s", self.name, old.value, self.state.value, event.value)
         with contextlib.suppress(Exception):
             self.on_change(self)
+        if self.services.bus.subscribed:
+            self.services.bus.publish(
+                ProcessStateChanged(
+                    self.name, self.release.id, old.value, self.state.value, event.value, self.error
+                )
+            )

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import anyio
 
+from supervisord_lite.declaration import BASE_ENV, exec_line
 from supervisord_lite.manifest import ProcessSpec, Release
 
-BASE_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ")
 SHELL = "/bin/sh"
 SHIM = 'cd -- "$1" || exit 127\nshift\n'
 LISTEN_SHIM = "export LISTEN_PID=$$\n"
@@ -90,7 +90,7 @@ def child_env(
 
 
 def shell_argv(cmd: str, cwd: Path, *, listen: bool) -> tuple[str, ...]:
-    script = SHIM + (LISTEN_SHIM if listen else "") + "exec " + cmd
+    script = SHIM + (LISTEN_SHIM if listen else "") + exec_line(cmd)
     return (SHELL, "-c", script, "sh", str(cwd))
 
 

@@ -2,16 +2,22 @@
 
 The release: `current`, else `run/last-good` (the last release a daemon ran), loudly;
 neither usable is ConfigMissing (exit 78), since a daemon with nothing to run is a
-configuration error systemd should not restart in a loop. Reloads use load_manifest
-alone: once running, an unusable `current` is rejected and the old release kept.
+configuration error systemd should not restart in a loop. `current` counts as unusable
+too when this daemon (or an earlier one) refused it and nobody activated it since
+(refusals.refused_at_boot): a failed deploy at 5 p.m. must not be the outage of the
+3 a.m. reboot. Reloads use load_manifest alone: once running, an unusable `current` is
+rejected and the old release kept.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from supervisord_lite import refusals
 from supervisord_lite.errors import BrrError, ConfigMissing
 from supervisord_lite.layout import DeployRoot
 from supervisord_lite.manifest import Release, load_release
@@ -43,17 +49,53 @@ def load_manifest(link: Path, root: DeployRoot) -> Release:
     return load_release(Path(os.path.realpath(link)) / "release.yaml", builds_dir=root.builds)
 
 
-def load_first(root: DeployRoot) -> Release:
+@dataclass(frozen=True)
+class Fallback:
+    """last-good runs instead of `current` (current_id, None when it names nothing)."""
+
+    current_id: str | None
+    running_id: str
+    reason: str
+
+    def text(self) -> str:
+        what = f"current {self.current_id}" if self.current_id else "current"
+        return f"{what} not run ({self.reason}): FALLING BACK to last-good {self.running_id}"
+
+    def to_data(self) -> dict[str, str | None]:
+        return {"current": self.current_id, "running": self.running_id, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Start:
+    release: Release
+    fallback: Fallback | None = None
+
+
+def load_first(root: DeployRoot) -> Start:
     """current, else run/last-good (loudly); ConfigMissing when neither is usable."""
-    try:
-        return load_manifest(root.current, root)
-    except BrrError as exc:
-        problem = exc.message
-    if not os.path.lexists(root.last_good):
+    current_id = root.current_release_id()
+    refused = refusals.refused_at_boot(root, current_id) if current_id else None
+    if refused is not None:
+        problem = f"refused at {time.strftime('%F %T', time.localtime(refused.at))}: "
+        problem += refused.reason
+    else:
+        try:
+            return Start(load_manifest(root.current, root))
+        except BrrError as exc:
+            problem = exc.message
+    release = load_last_good(root, problem)
+    if release is None:
         raise ConfigMissing(f"no release to run: {problem}; and no {root.last_good}")
+    fallback = Fallback(current_id, release.id, problem)
+    log.error("%s", fallback.text())
+    return Start(release, fallback)
+
+
+def load_last_good(root: DeployRoot, problem: str) -> Release | None:
+    """run/last-good's release, None when there is none; ConfigMissing when unusable."""
+    if not os.path.lexists(root.last_good):
+        return None
     try:
-        release = load_manifest(root.last_good, root)
+        return load_manifest(root.last_good, root)
     except BrrError as exc:
         raise ConfigMissing(f"no release to run: {problem}; last-good: {exc.message}") from None
-    log.error("current is unusable (%s); FALLING BACK to last-good %s", problem, release.id)
-    return release

@@ -3,7 +3,10 @@
 Plain functions over the daemon's values, so the shape lives in one place. Beyond the
 SPEC example, `brr-release activate --wait` relies on: `last_switch.finished_at` (unix
 time) to tell a switch that finished after its activation, and `rejected` (the last
-reload that found `current` invalid: `{"at", "id", "error"}`) to fail fast.
+reload that found `current` invalid: `{"at", "id", "error"}`) to fail fast. `fallback`
+(`{"current", "running", "reason"}` while last-good runs instead of current) and
+`refused` (the daemon's records, `[{"id", "at", "reason"}]`) say what a boot or a
+switch would not run.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ class Rejection:
 
 
 def process_entry(proc: Process) -> dict[str, Any]:
-    return {
+    entry = {
         "name": proc.name,
         "type": proc.spec.type,
         "release": proc.release.id,
@@ -59,6 +62,10 @@ def process_entry(proc: Process) -> dict[str, Any]:
         "uptime": proc.uptime(),
         "exit_code": proc.exit_code,
     }
+    note = proc.services.notes.get(proc.pid) if proc.pid else None
+    if note:  # heldsocket.py's warning, while that pid lives
+        entry["note"] = note
+    return entry
 
 
 def snapshot(
@@ -68,6 +75,8 @@ def snapshot(
     generations: Sequence[Generation],
     last_switch: SwitchRecord | None,
     rejected: Rejection | None,
+    fallback: dict[str, Any] | None = None,
+    refused: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     return {
         "release": active.release.id if active else None,
@@ -76,6 +85,8 @@ def snapshot(
         "processes": [process_entry(p) for g in generations for p in g.processes],
         "last_switch": last_switch.to_data() if last_switch else None,
         "rejected": rejected.to_data() if rejected else None,
+        "fallback": fallback,
+        "refused": refused or [],
     }
 
 

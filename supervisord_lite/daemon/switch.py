@@ -34,9 +34,8 @@ SETTLE = 2.0
 
 
 class Host(Protocol):
-    """What a switch needs from the daemon: starting, retiring and naming generations."""
+    """What a switch needs from the supervisor: starting and retiring generations."""
 
-    active: Generation | None
     bus: EventBus
 
     async def start_generation(self, release: Release) -> Generation: ...
@@ -46,56 +45,80 @@ class Host(Protocol):
     ) -> None: ...
 
 
-async def switch(host: Host, new: Release) -> SwitchRecord:
-    """Replace the active generation with one of new; the record says how it went."""
-    old = host.active
+class SwitchFailure(Exception):
+    """The new release failed; `running` is the generation that runs instead."""
+
+    def __init__(self, reason: NotReady, running: Generation | None) -> None:
+        super().__init__(str(reason))
+        self.running = running
+
+
+async def switch(
+    host: Host, old: Generation | None, new: Release
+) -> tuple[SwitchRecord, Generation | None]:
+    """Replace old with a generation of new: how it went, and the generation that runs."""
     from_id = old.release.id if old else None
     started = time.monotonic()
     log.info("switch %s -> %s (%s)", from_id, new.id, new.switch)
     host.bus.publish(SwitchStarted(from_id, new.id, new.switch))
     try:
         if new.switch == "stop-first":
-            await stop_first(host, old, new)
+            running = await stop_first(host, old, new)
         else:
-            await start_first(host, old, new)
-    except NotReady as exc:
+            running = await start_first(host, old, new)
+    except SwitchFailure as exc:
         error = f"{new.id} failed to start: {exc}"
         log.error("switch %s -> %s failed, %s keeps running: %s", from_id, new.id, from_id, exc)
         seconds = time.monotonic() - started
         host.bus.publish(SwitchFailed(from_id, new.id, error, seconds))
-        return SwitchRecord(from_id, new.id, False, error, seconds, time.time())
+        return SwitchRecord(from_id, new.id, False, error, seconds, time.time()), exc.running
     seconds = time.monotonic() - started
     log.info("switch %s -> %s done in %.2f s", from_id, new.id, seconds)
     host.bus.publish(SwitchDone(from_id, new.id, seconds))
-    return SwitchRecord(from_id, new.id, True, None, seconds, time.time())
+    return SwitchRecord(from_id, new.id, True, None, seconds, time.time()), running
 
 
-async def start_first(host: Host, old: Generation | None, new: Release) -> None:
-    generation = await host.start_generation(new)
+async def start_first(host: Host, old: Generation | None, new: Release) -> Generation:
+    try:
+        generation = await host.start_generation(new)
+    except NotReady as exc:
+        raise SwitchFailure(exc, old) from None
     try:
         await generation.wait_ready()
         if old is not None and shared_address_checks(new):
             # the old generation answered those checks too: staying up must vouch instead
             await generation.hold_running(SETTLE)
-    except NotReady:
+    except NotReady as exc:
         await host.retire_generation(generation)
-        raise
-    host.active = generation
+        raise SwitchFailure(exc, old) from None
     if old is not None:
         await host.retire_generation(old)
+    return generation
 
 
-async def stop_first(host: Host, old: Generation | None, new: Release) -> None:
+async def stop_first(host: Host, old: Generation | None, new: Release) -> Generation:
     if old is not None:
         # the sockets both releases declare stay open: no connection is refused between
         await host.retire_generation(old, keep=new)
-    generation = await host.start_generation(new)
-    host.active = generation
+    try:
+        generation = await host.start_generation(new)
+    except NotReady as exc:
+        raise SwitchFailure(exc, await start_again(host, old)) from None
     try:
         await generation.wait_ready()
-    except NotReady:
+    except NotReady as exc:
         await host.retire_generation(generation, keep=old.release if old else None)
-        if old is not None:
-            log.warning("stop-first switch failed: starting %s again", old.release.id)
-            host.active = await host.start_generation(old.release)
-        raise
+        raise SwitchFailure(exc, await start_again(host, old)) from None
+    return generation
+
+
+async def start_again(host: Host, old: Generation | None) -> Generation | None:
+    """After a failed stop-first switch: the old release, since nothing runs otherwise."""
+    if old is None:
+        return None
+    log.warning("stop-first switch failed: starting %s again", old.release.id)
+    try:
+        return await host.start_generation(old.release)
+    except NotReady as exc:
+        log.error("cannot start %s again: %s", old.release.id, exc)
+        return None

@@ -122,15 +122,12 @@ class MetricsPlugin:
                 old = self.procs.get((name, release))
                 restarts = old.restarts + 1 if old else 0
                 self.procs[(name, release)] = Proc(pid, "STARTING", event.at, restarts)
-            case bus.ProcessReady(name=name, release=release):
+            case bus.ProcessStateChanged(name=name, release=release, new=new):
+                # the daemon's own states, one event per transition: no second machine here
                 if p := self.procs.get((name, release)):
-                    p.state, p.since = "RUNNING", event.at
-            case bus.ProcessExited(name=name, release=release, expected=expected):
-                if p := self.procs.get((name, release)):
-                    p.state = "STOPPED" if expected else "EXITED"
-            case bus.ProcessFatal(name=name, release=release):
-                if p := self.procs.get((name, release)):
-                    p.state = "FATAL"
+                    p.state = new
+                    if new == "RUNNING":
+                        p.since = event.at
             case bus.ReleaseLoaded(release=release, build=build):
                 self.release = (release, build)
             case bus.SwitchDone(to_release=to, seconds=seconds):

@@ -79,7 +79,10 @@ def test_import_procfile_with_env(tmp_path: Path) -> None:
     )
     decl = yaml.safe_load(proc.stdout)
     assert decl == {
-        "processes": {"web": {"cmd": "gunicorn app:app"}, "clock": {"cmd": "python clock.py"}}
+        "processes": {
+            "web": {"cmd": "gunicorn app:app", "port": 5000},
+            "clock": {"cmd": "python clock.py"},
+        }
     }
     assert f"--env-file {tmp_path / '.env'}" in proc.stderr
     assert "SECRET" not in proc.stdout, "config never goes into the build"

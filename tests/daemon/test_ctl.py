@@ -456,10 +456,19 @@ def test_root_before_or_after_the_command_or_from_the_environment(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = str(served.root.path)
-    for argv in (["--root", root, "status", "--json"], ["status", "--json", "--root", root]):
+    for argv in (
+        ["--root", root, "status", "--json"],
+        ["status", "--json", "--root", root],
+        ["--json", "--root", root, "status"],  # as brr-release takes it
+    ):
         served.capsys.readouterr()
         assert main(argv) == 0, argv
         assert json.loads(served.capsys.readouterr().out) == served.daemon.state
+    served.capsys.readouterr()
+    assert main(["--json", "--root", root, "reload"]) == 2
+    assert served.capsys.readouterr().err == (
+        "supervisord-lite: error: --json: only status prints JSON\n"
+    )
     # after the command wins, as the nearer one
     served.capsys.readouterr()
     assert main(["--root", "/nonexistent", "status", "--root", root]) == 0

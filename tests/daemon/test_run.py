@@ -54,6 +54,7 @@ def test_child_environment_is_isolated(droot: Root, daemon: Any, tmp_path: Path)
     assert env["BRR_PROCESS"] == "web.1"
     assert env["BRR_BUILD"].startswith("b-")
     assert env["PATH"] == os.environ["PATH"]
+    assert env["BRR_SHARED"] == str(droot.path / "shared")
     allowed = {
         "PATH",
         "HOME",
@@ -69,6 +70,8 @@ def test_child_environment_is_isolated(droot: Root, daemon: Any, tmp_path: Path)
         "BRR_RELEASE",
         "BRR_BUILD",
         "BRR_PROCESS",
+        "BRR_SHARED",
+        "PYTHONDONTWRITEBYTECODE",
         "PWD",
         "SHLVL",
         "_",
@@ -219,10 +222,20 @@ def test_status_json_has_exactly_the_contract_shape(droot: Root, daemon: Any) ->
     )
     assert res.returncode == 0, res.stderr
     st = json.loads(res.stdout)
-    assert set(st) == {"release", "build", "state", "processes", "last_switch", "rejected"}
+    assert set(st) == {
+        "release",
+        "build",
+        "state",
+        "processes",
+        "last_switch",
+        "rejected",
+        "fallback",
+        "refused",
+    }
     assert st["release"] == "v1" and st["build"].startswith("b-")
     assert st["state"] in ("starting", "running")
     assert st["last_switch"] is None and st["rejected"] is None
+    assert st["fallback"] is None and st["refused"] == []
     keys = {"name", "type", "release", "pid", "state", "restarts", "uptime", "exit_code"}
     assert [set(p) for p in st["processes"]] == [keys, keys]
     assert [p["name"] for p in st["processes"]] == ["web.1", "web.2"]

@@ -91,6 +91,12 @@ async def test_webhook_to_a_closed_port_gives_up_quickly() -> None:
     assert plugin.lost == 1  # type: ignore[attr-defined]
 
 
+def changed(name: str, old: str, new: str, event: str) -> bus.ProcessStateChanged:
+    return bus.ProcessStateChanged(
+        name=name, release="v2", old=old, new=new, event=event, reason=None
+    )
+
+
 async def test_metrics_are_scraped() -> None:
     port = free_port()
     plugin = load_plugins({"metrics": {"address": f"127.0.0.1:{port}"}})["metrics"]
@@ -98,7 +104,7 @@ async def test_metrics_are_scraped() -> None:
     try:
         await plugin.on_event(bus.ReleaseLoaded(release="v2", build="b-000000000001"))
         await plugin.on_event(bus.ProcessSpawned(name="web.1", release="v2", pid=me.pid))
-        await plugin.on_event(bus.ProcessReady(name="web.1", release="v2", pid=me.pid))
+        await plugin.on_event(changed("web.1", "STARTING", "RUNNING", "ready"))
         await plugin.on_event(bus.ProcessSpawned(name="web.2", release="v2", pid=999999))
         await plugin.on_event(
             bus.ProcessExited(
@@ -106,6 +112,8 @@ async def test_metrics_are_scraped() -> None:
             )
         )
         await plugin.on_event(bus.ProcessSpawned(name="web.2", release="v2", pid=999998))
+        await plugin.on_event(bus.ProcessSpawned(name="web.3", release="v2", pid=999997))
+        await plugin.on_event(changed("web.3", "STARTING", "BACKOFF", "retry"))
         await plugin.on_event(bus.SwitchDone(from_release="v1", to_release="v2", seconds=0.8))
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
             text = resp.read().decode()
@@ -114,8 +122,10 @@ async def test_metrics_are_scraped() -> None:
         me.wait()
         await plugin.aclose()  # type: ignore[attr-defined]
     assert 'supervisord_lite_process_state{name="web.1",release="v2",state="RUNNING"} 1.0' in text
+    # BACKOFF as BACKOFF: the plugin follows the daemon's own transitions
+    assert 'supervisord_lite_process_state{name="web.3",release="v2",state="BACKOFF"} 1.0' in text
     assert 'supervisord_lite_process_restarts_total{name="web.2",release="v2"} 1.0' in text
     assert 'supervisord_lite_release_info{build="b-000000000001",release="v2"} 1.0' in text
     assert 'supervisord_lite_process_rss_bytes{name="web.1",release="v2"}' in text
     assert "supervisord_lite_switch_seconds_count 1.0" in text
-    assert 'supervisord_lite_events_total{kind="process_spawned"} 3.0' in text
+    assert 'supervisord_lite_events_total{kind="process_spawned"} 4.0' in text
