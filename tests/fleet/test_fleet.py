@@ -133,6 +133,8 @@ def test_a_release_that_does_not_come_up_on_host2_halts_the_rollout(
     # host 2 runs v1 and its current says so; host 3 saw nothing of v2
     assert running(host2) == "v1"
     assert host2.root.joinpath("current").readlink().name == "v1"
+    refused = json.loads(host2.brr("--json", "status").stdout)["refused"]
+    assert [r["id"] for r in refused] == ["v2"]
     assert (host3.root / "ledger.jsonl").read_bytes() == host3_ledger
     assert not (host3.root / "releases/v2").exists()
     # --revert-on-failure: host 1, upgraded in this run, runs v1 again
