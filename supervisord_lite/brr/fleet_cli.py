@@ -56,6 +56,7 @@ def add_parsers(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
             help="per host, for the daemon to run the release",
         )
         q.add_argument("--lock-wait", type=float, default=0.0, metavar="S")
+        q.add_argument("--check", action="store_true", help="Ansible's check mode: no host changes")
     k = fsub.add_parser("lock", parents=list(parents), help="take the fleet lock (playbooks)")
     k.add_argument("--what", required=True)
     k.add_argument("--lock-wait", type=float, default=0.0, metavar="S")
@@ -109,7 +110,7 @@ def finish(
     exit_code = 0 if outcome.rc == 0 else 1
     fleet_state.record(
         root,
-        command=command,
+        command=command + (" --check" if outcome.check else ""),
         release=release,
         exit=exit_code,
         hosts={r["host"]: r["outcome"] for r in rows},
@@ -155,7 +156,9 @@ def cmd_deploy(root: DeployRoot, args: argparse.Namespace) -> Result:
     }
     with fleet_state.held(root, f"deploy {src}", wait=args.lock_wait):
         hosts = fleet_run.inventory_hosts(args.inventory)
-        outcome = fleet_run.run_playbook(root, "deploy.yml", args.inventory, extra)
+        outcome = fleet_run.run_playbook(
+            root, "deploy.yml", args.inventory, extra, check=args.check
+        )
         release = newest_release(root)
         return finish(root, "deploy", release, outcome, hosts)
 
@@ -168,7 +171,9 @@ def cmd_rollback(root: DeployRoot, args: argparse.Namespace) -> Result:
     extra = {**common_vars(args), "fleet_release_id": target}
     with fleet_state.held(root, f"rollback to {target}", wait=args.lock_wait):
         hosts = fleet_run.inventory_hosts(args.inventory)
-        outcome = fleet_run.run_playbook(root, "rollback.yml", args.inventory, extra)
+        outcome = fleet_run.run_playbook(
+            root, "rollback.yml", args.inventory, extra, check=args.check
+        )
         return finish(root, "rollback", target, outcome, hosts)
 
 

@@ -63,6 +63,7 @@ class Outcome:
     rc: int
     hosts: dict[str, HostResult] = field(default_factory=dict)
     controller_error: str = ""
+    check: bool = False
 
     def failed_host(self) -> tuple[str, HostResult] | None:
         for name, res in self.hosts.items():
@@ -128,7 +129,12 @@ def load_runner() -> Any:
 
 
 def run_playbook(
-    root: DeployRoot, playbook: str, inventory: Path, extravars: dict[str, Any]
+    root: DeployRoot,
+    playbook: str,
+    inventory: Path,
+    extravars: dict[str, Any],
+    *,
+    check: bool = False,
 ) -> Outcome:
     try:
         import ansible_runner  # type: ignore[import-untyped, import-not-found, unused-ignore]
@@ -144,7 +150,7 @@ def run_playbook(
         "ANSIBLE_PIPELINING": "1",
     }
     play = collection_dir() / "playbooks" / playbook
-    outcome = Outcome(rc=0)
+    outcome = Outcome(rc=0, check=check)
     work = Path(tempfile.mkdtemp(prefix="run-", dir=fleet_state.fleet_dir(root)))
     try:
         runner = ansible_runner.run(
@@ -154,6 +160,7 @@ def run_playbook(
             extravars=extravars,
             envvars=envvars,
             quiet=True,
+            cmdline="--check" if check else None,
             event_handler=lambda ev: on_event(outcome, ev),
         )
         outcome.rc = int(runner.rc)

@@ -141,8 +141,9 @@ def runs(root: DeployRoot) -> list[dict[str, Any]]:
 
 def bare_rollback_target(root: DeployRoot) -> str | None:
     """The release the fleet ran before its last one: only releases a run completed."""
-    done = [r["release"] for r in runs(root) if r.get("exit") == 0 and r.get("release")]
-    refused = {r.get("release") for r in runs(root) if r.get("exit") not in (0, None)}
+    real = [r for r in runs(root) if r.get("command") in ("deploy", "rollback")]  # not --check
+    done = [r["release"] for r in real if r.get("exit") == 0 and r.get("release")]
+    refused = {r.get("release") for r in real if r.get("exit") not in (0, None)}
     if not done:
         return None
     for rid in reversed(done):

@@ -212,3 +212,17 @@ def test_a_canary_failure_stops_the_whole_rollout(
     assert [r["outcome"] for r in out["hosts"]] == ["failed", "not reached", "not reached"]
     assert running(hosts[0]) == "v1"
     assert [(h.root / "ledger.jsonl").read_bytes() for h in hosts[1:]] == before
+
+
+@pytest.mark.timeout(600)
+def test_check_mode_changes_no_host(
+    tmp_path: Path, hosts: list[Host], inventory: Path, controller: Path
+) -> None:
+    code, out, err = deploy(controller, app(tmp_path), inventory, "--check")
+    assert code == 0, err
+    assert [r["outcome"] for r in out["hosts"]] == ["changed"] * 3  # what it would do
+    for h in hosts:
+        assert (h.root / "ledger.jsonl").read_text() == ""
+        assert list((h.root / "builds").iterdir()) == []
+    (run,) = [json.loads(x) for x in (controller / "fleet/ledger.jsonl").read_text().splitlines()]
+    assert run["command"] == "deploy --check"
