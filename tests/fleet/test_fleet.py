@@ -12,7 +12,42 @@ from typing import Any
 import pytest
 
 from tests.fleet.hosts import Host, write_inventory
-from tests.helpers import BRR, write_app
+from tests.helpers import BRR, python, wait_until, write_app
+
+# serves on the socket the daemon holds (fd 3), answering each connection with its release
+SERVE_FD3 = python(
+    "import os, socket\n"
+    "s = socket.socket(fileno=3)\n"
+    "while True:\n"
+    "    c, _ = s.accept(); c.sendall(os.environ['BRR_RELEASE'].encode()); c.close()"
+)
+HTTP_APP = f"""\
+sockets:
+  http: {{bind: "127.0.0.1:8000"}}
+processes:
+  web:
+    cmd: {json.dumps(SERVE_FD3)}
+    sockets: [http]
+    ready: {{cmd: "test ! -e /srv/fail-ready"}}
+    ready_timeout: 5
+    stop_timeout: 2
+"""
+# connects again and again to the host's app until told to stop (bounded in count and
+# time); writes how many connections were answered and how many refused
+LOAD = python(
+    "import json, os, socket, sys, time\n"
+    "stop, out = sys.argv[1], sys.argv[2]\n"
+    "ok = refused = 0\n"
+    "deadline = time.monotonic() + 400\n"
+    "while not os.path.exists(stop) and time.monotonic() < deadline and ok + refused < 200000:\n"
+    "    try:\n"
+    "        with socket.create_connection(('127.0.0.1', 8000), timeout=10) as c:\n"
+    "            ok += bool(c.recv(16))\n"
+    "    except ConnectionRefusedError:\n"
+    "        refused += 1\n"
+    "    time.sleep(0.02)\n"
+    "open(out, 'w').write(json.dumps({'ok': ok, 'refused': refused}))"
+)
 
 APP = """\
 processes:
@@ -117,11 +152,16 @@ def test_deploy_twice_config_change_and_rollback(
 def test_a_release_that_does_not_come_up_on_host2_halts_the_rollout(
     tmp_path: Path, hosts: list[Host], inventory: Path, controller: Path
 ) -> None:
-    src = app(tmp_path)
+    src = write_app(tmp_path / "src", HTTP_APP, {"VERSION": "1"})
     code, _out, err = deploy(controller, src, inventory)
     assert code == 0, err
     host1, host2, host3 = hosts
     (host2.srv / "fail-ready").touch()  # host 2's new processes never become ready
+    stop = tmp_path / "stop-load"
+    loads = [
+        subprocess.Popen(h.in_ns("sh", "-c", f"{LOAD} {stop} {h.base / 'load.json'}"))
+        for h in hosts
+    ]
     host3_ledger = (host3.root / "ledger.jsonl").read_bytes()
     code, out, err = deploy(
         controller, src, inventory, "--set", "COLOR=red", "--serial", "1", "--revert-on-failure"
@@ -142,6 +182,12 @@ def test_a_release_that_does_not_come_up_on_host2_halts_the_rollout(
     assert host1.root.joinpath("current").readlink().name == "v1"
     # the failed deploy released the fleet lock
     assert not (controller / "fleet/lock.json").exists()
+    # no host refused a connection while it switched, failed to switch, or switched back
+    stop.touch()
+    for h, load in zip(hosts, loads, strict=True):
+        assert load.wait(timeout=60) == 0
+        counts = wait_until(lambda h=h: json.loads((h.base / "load.json").read_text()))
+        assert counts["refused"] == 0 and counts["ok"] > 0, (h.name, counts)
 
 
 # several playbook runs, each some seconds per host on a loaded 2-core machine
