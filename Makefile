@@ -37,12 +37,14 @@ bench: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/brr_bench.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/daemon_bench.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/switch_bench.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/ledger_bench.py
 
 # A few minutes, only printed: to see that the benchmarks still run.
 bench-quick: venv
 	$(BIN)/python -m pip install --quiet -e '.[test,lint,bench]'
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/brr_bench.py --runs 3 --files 10,2000 --no-save
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/daemon_bench.py --quick
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/ledger_bench.py --quick --no-save
 
 # CHAOS_SECONDS (default 300) of faults; the table goes to docs/reliability.md.
 chaos: venv

@@ -87,6 +87,19 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], right_from: int 
     return "\n".join(lines)
 
 
+def command_line(script: str, argv: list[str]) -> str:
+    """How the benchmark was run, for its section's header; a --note is shown as a note."""
+    shown, skip = [script], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--note":
+            skip = True
+        elif not arg.startswith("--note="):
+            shown.append(arg)
+    return " ".join(shown)
+
+
 def machine_line() -> str:
     return (
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "

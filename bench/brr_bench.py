@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import benchlib as bl
+import brr_build
 
 BRR = bl.VENV_BIN / "brr-release"
 DECLARATION = 'processes: {web: {cmd: "sleep 1000"}}\n'
@@ -163,17 +164,43 @@ def render(result: dict[str, Any], sizes: list[int], runs: int) -> str:
     )
 
 
+def run_build_section(which: str, files: int, rounds: int, *, save: bool) -> int:
+    """The build section (brr_build.py): build against git's floor, or the build cache."""
+    base = Path(tempfile.mkdtemp(prefix="brr-bench-build-"))
+    try:
+        if which == "build":
+            src = base / "src"
+            make_source(src, files)
+            text = brr_build.render_build(brr_build.run_build(base, src, max(1, rounds)), files)
+        else:
+            text = brr_build.render_cache(brr_build.run_cache(base))
+    except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+        print(f"brr_bench: {which}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(base)], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+    print(text)
+    if save:
+        print(f"saved to {bl.save_section('brr-' + which, text)}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=10, help="releases + activations of each build")
     ap.add_argument("--files", default="10,20000", help="build sizes, comma-separated")
     ap.add_argument("--no-save", action="store_true", help="only print")
+    ap.add_argument("--only", choices=["release", "build", "cache"], help="run one section")
+    ap.add_argument("--build-rounds", type=int, default=3, help="rounds of the build section")
     args = ap.parse_args(argv)
     sizes = sorted(int(x) for x in args.files.split(","))
     runs = max(1, min(args.runs, 1000))
     if not BRR.exists():
         print(f"brr_bench: {BRR} is not installed (make venv)", file=sys.stderr)
         return 1
+    if args.only in ("build", "cache"):
+        return run_build_section(args.only, sizes[-1], args.build_rounds, save=not args.no_save)
     base = Path(tempfile.mkdtemp(prefix="brr-bench-"))
     t_start = time.monotonic()
     try:
@@ -185,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         # builds are frozen read-only: give write access back before removing
         subprocess.run(["chmod", "-R", "u+w", str(base)], check=False)
         shutil.rmtree(base, ignore_errors=True)
+    if args.only is None:
+        run_build_section("build", sizes[-1], args.build_rounds, save=not args.no_save)
     text = render(result, sizes, runs)
     print(text)
     print(f"(bench took {time.monotonic() - t_start:.0f} s)", file=sys.stderr)

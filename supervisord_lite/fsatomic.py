@@ -136,14 +136,26 @@ def replace_symlink(link: Path, target: str) -> None:
 
 
 def make_writable(top: Path) -> None:
-    """Give the owner write access back on a frozen tree, so it can be removed."""
-    for dirpath, dirnames, filenames in os.walk(top):
-        os.chmod(dirpath, os.stat(dirpath).st_mode | stat.S_IWUSR | stat.S_IXUSR)
-        for name in filenames + dirnames:
-            p = os.path.join(dirpath, name)
-            st = os.lstat(p)
-            if not stat.S_ISLNK(st.st_mode):
-                os.chmod(p, st.st_mode | stat.S_IWUSR)
+    """Give the owner write access back on a frozen tree, so it can be removed.
+
+    Through directory fds (fwalk) and files opened with O_NOFOLLOW: the tree lies in a
+    directory the deploy group can write, and a link swapped in mid-walk must not get
+    root to chmod its target.
+    """
+    for _dirpath, _dirnames, filenames, dir_fd in os.fwalk(top):
+        os.fchmod(dir_fd, os.fstat(dir_fd).st_mode | stat.S_IWUSR | stat.S_IXUSR)
+        for name in filenames:
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            try:
+                fd = os.open(name, flags, dir_fd=dir_fd)
+            except OSError:  # a symlink (ELOOP), or unreadable: rmtree removes it as is
+                continue
+            try:
+                st = os.fstat(fd)
+                if stat.S_ISREG(st.st_mode):
+                    os.fchmod(fd, st.st_mode | stat.S_IWUSR)
+            finally:
+                os.close(fd)
 
 
 def remove_tree(top: Path) -> None:

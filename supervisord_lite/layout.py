@@ -4,6 +4,11 @@ The layout is the contract between brr-release and the daemon (SPEC "Deploy root
 other module builds a path under ROOT by hand. IDs that come from the command line or a
 manifest are checked here before they become paths, so nothing can name a file outside
 the root (`../../etc`).
+
+Everything below ROOT may be planted by a member of the deploy group (docs/security.md):
+the writers' lock and `initialize` work on fds opened without following (nofollow.py),
+`current` counts only when it resolves to releases/<ID> of this very root, and release
+numbers stop at MAX_RELEASE_NUMBER so a forged ledger line cannot end every release.
 """
 
 from __future__ import annotations
@@ -16,9 +21,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from supervisord_lite.errors import BadInput
+from supervisord_lite import nofollow
+from supervisord_lite.errors import BadInput, ValidationError
 
 RELEASE_ID_RE = re.compile(r"v[1-9][0-9]{0,9}")
+# a ledger line naming v99999999999 must not make every later release fail: IDs past
+# this are refused where they are read, and no release is ever numbered past it
+MAX_RELEASE_NUMBER = 999_999_999
 BUILD_ID_RE = re.compile(r"b-[0-9a-f]{12}")
 TEMP_PREFIX = ".tmp-"
 
@@ -27,6 +36,8 @@ def check_release_id(value: str) -> str:
     """Return value if it is a release ID `v<N>`; raise BadInput otherwise."""
     if not RELEASE_ID_RE.fullmatch(value):
         raise BadInput(f"not a release ID: {value!r} (expected v1, v2, ...)")
+    if int(value[1:]) > MAX_RELEASE_NUMBER:
+        raise BadInput(f"release ID {value} is past the last one allowed, v{MAX_RELEASE_NUMBER}")
     return value
 
 
@@ -35,6 +46,10 @@ def check_build_id(value: str) -> str:
     if not BUILD_ID_RE.fullmatch(value):
         raise BadInput(f"not a build ID: {value!r} (expected b- and 12 hex digits)")
     return value
+
+
+def is_release_id(name: str) -> bool:
+    return bool(RELEASE_ID_RE.fullmatch(name)) and int(name[1:]) <= MAX_RELEASE_NUMBER
 
 
 def release_number(release_id: str) -> int:
@@ -117,13 +132,16 @@ class DeployRoot:
             raise BadInput(f"deploy root {self.path} does not exist (run `brr-release init`)")
         if not self.is_initialized():
             raise BadInput(f"deploy root {self.path} is not initialized (run `brr-release init`)")
+        for directory in (self.builds, self.releases, self.run_dir):
+            if directory.is_symlink():  # every writer would create and rename through it
+                raise nofollow.refusal(directory, "directory")
         return self
 
     def release_ids(self) -> list[str]:
         """Release IDs present on disk, oldest first; temp names are never listed."""
         if not self.releases.is_dir():
             return []
-        ids = [p.name for p in self.releases.iterdir() if RELEASE_ID_RE.fullmatch(p.name)]
+        ids = [p.name for p in self.releases.iterdir() if is_release_id(p.name)]
         return sorted(ids, key=release_number)
 
     def build_ids(self) -> list[str]:
@@ -132,15 +150,38 @@ class DeployRoot:
         return sorted(p.name for p in self.builds.iterdir() if BUILD_ID_RE.fullmatch(p.name))
 
     def current_release_id(self) -> str | None:
-        """The release `current` points at, or None when it is missing or dangling."""
+        """The release `current` points at, or None when it is missing, dangling, or
+        resolves anywhere but a release directory of this root (a forged `current`)."""
+        if not self.current.is_symlink():
+            return None
+        return release_dir_id(self, self.current)
+
+    def initialize(self, gid: int | None) -> None:
+        """Make the layout; with gid, share it with that group (setgid dirs, 0660 files).
+
+        Re-run on an existing root, where any member of the group may have planted a
+        symlink or hard link: every change is made on an fd opened without following.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        root_fd = nofollow.open_dir(self.path)
         try:
-            target = os.readlink(self.current)
-        except (FileNotFoundError, OSError):
-            return None
-        name = Path(target).name
-        if not RELEASE_ID_RE.fullmatch(name) or not (self.releases / name).is_dir():
-            return None
-        return name
+            share(root_fd, gid, 0o2775)
+            for name in ("builds", "releases", "run", "logs", "shared"):
+                fd = nofollow.open_dir(self.path, name, create=True)
+                try:
+                    share(fd, gid, 0o2775)
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(root_fd)
+        for rel in ("ledger.jsonl", "run/lock"):
+            fd = nofollow.open_file(self.path, rel, os.O_RDONLY | os.O_CREAT, 0o640)
+            try:
+                if gid is not None:
+                    nofollow.require_single_link(fd, self.path / rel)
+                share(fd, gid, 0o660)
+            finally:
+                os.close(fd)
 
     @contextmanager
     def locked(self, *, wait: bool = True) -> Iterator[None]:
@@ -150,14 +191,48 @@ class DeployRoot:
         SIGKILL never leaves the root locked. wait=False raises BlockingIOError when
         another writer holds it.
         """
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        # read-only is enough for flock, and works for every user of a shared root
-        fd = os.open(self.lock_file, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o660)
+        os.close(nofollow.open_dir(self.path, "run", create=True))
+        # read-only is enough for flock, and works for every user of a shared root; never
+        # through a symlink (root would create its target: an empty /etc/nologin)
+        fd = nofollow.open_file(self.path, "run/lock", os.O_RDONLY | os.O_CREAT, 0o660)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             yield
         finally:
             os.close(fd)
+
+
+def share(fd: int, gid: int | None, mode: int) -> None:
+    if gid is not None:
+        os.fchown(fd, -1, gid)
+        os.fchmod(fd, mode)
+
+
+def release_dir_id(root: DeployRoot, link: Path) -> str | None:
+    """The release ID a link (current, last-good) resolves to, if it resolves to
+    releases/<ID> of this root itself; None for anything else."""
+    try:
+        resolved = Path(os.path.realpath(link, strict=True))
+        releases = Path(os.path.realpath(root.releases, strict=True))
+    except OSError:
+        return None
+    name = resolved.name
+    if resolved.parent != releases or not is_release_id(name) or not resolved.is_dir():
+        return None
+    return name
+
+
+def require_inside_releases(manifest: Path, builds_dir: Path) -> None:
+    """Refuse a manifest that does not live in releases/<ID>/ of the root of builds_dir.
+
+    `current` pointing at a directory outside releases/ with a self-consistent manifest
+    must not run: the digest is a checksum, not a signature.
+    """
+    root = DeployRoot(builds_dir.parent)
+    directory = manifest.parent
+    if release_dir_id(root, directory) is None:
+        where = os.path.realpath(directory)
+        raise ValidationError(str(manifest), "", f"resolves to {where}, not into {root.releases}")
 
 
 def resolve_root(arg: str | None) -> DeployRoot:

@@ -1,9 +1,13 @@
 """The append-only ledger: `ROOT/ledger.jsonl`, one JSON object a line.
 
 Each event is one write(2) of one whole line with O_APPEND, then fsync. A power loss can
-leave a torn last line: readers skip it, and the next writer (holding the root's lock)
-truncates it away before appending, so the file never has garbage in its middle. Callers
-hold `DeployRoot.locked()` for every append; `seq` is one more than the last good line.
+leave a torn last line (bytes after the last newline): readers skip it, and the next
+writer (holding the root's lock) truncates it away before appending. Nothing else is
+ever cut: a whole line that does not parse or whose fields are wrong is damage, not a
+power loss, and every writer refuses with one line naming its number (so no `seq` is
+reused and no history is lost) until an operator repairs it; `verify` exits 1 on it.
+Callers hold `DeployRoot.locked()` for every append; `seq` is one more than the last line.
+The file is opened without following a symlink (nofollow.py).
 """
 
 from __future__ import annotations
@@ -11,12 +15,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from supervisord_lite import nofollow
 from supervisord_lite.errors import NO_SPACE, OperationFailed
+from supervisord_lite.layout import BUILD_ID_RE, is_release_id
 
 EVENTS = (
     "build",
@@ -27,43 +34,95 @@ EVENTS = (
     "prune",
     "release_command_failed",
 )
+RELEASE_EVENTS = ("release", "activate", "rollback", "activate_failed", "release_command_failed")
+EVENT_NAME_RE = re.compile(r"[a-z][a-z_]{0,39}")  # kinds added later read as well
+MAX_LINE = 1024 * 1024
 
 
 def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+class LedgerDamaged(OperationFailed):
+    """A whole line of the ledger is not a valid event: nothing is written past it."""
+
+
 @dataclass(frozen=True)
 class LedgerRead:
     entries: list[dict[str, Any]]
-    good_bytes: int  # length of the prefix made of whole, parseable lines
-    torn: bool
+    good_bytes: int  # length of the prefix made of whole lines
+    torn: bool  # bytes after the last newline: a write cut by a power loss
+    damage: str | None = None  # the first bad whole line, as a one-line message
 
 
-def read_ledger(path: Path) -> LedgerRead:
-    """Every whole line of the ledger; a torn or unparseable tail is skipped."""
+def read_ledger(path: Path, *, strict: bool = True) -> LedgerRead:
+    """Every whole line of the ledger; a torn tail is skipped.
+
+    Raises LedgerDamaged when a whole line is bad (strict), or else reports it in
+    `damage` with the entries of every good line (for `verify`).
+    """
     try:
-        data = path.read_bytes()
+        fd = nofollow.open_file(path.parent, path.name, os.O_RDONLY)
     except FileNotFoundError:
         return LedgerRead([], 0, False)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read()
+    whole = data.rfind(b"\n") + 1
     entries: list[dict[str, Any]] = []
-    good = 0
-    pos = 0
-    while pos < len(data):
-        end = data.find(b"\n", pos)
-        if end < 0:
-            break
-        line = data[pos:end]
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            break
-        if not isinstance(entry, dict):
-            break
-        entries.append(entry)
-        pos = end + 1
-        good = pos
-    return LedgerRead(entries, good, good != len(data))
+    damage: str | None = None
+    for number, line in enumerate(data[:whole].split(b"\n")[:-1], start=1):
+        last = entries[-1]["seq"] if entries else 0
+        entry, problem = parse_line(line, last)
+        if problem is None and entry is not None:
+            entries.append(entry)
+        elif damage is None:
+            damage = f"{path} line {number}: {problem}"
+    state = LedgerRead(entries, whole, whole != len(data), damage)
+    if strict and damage is not None:
+        raise LedgerDamaged(f"{damage}: the ledger is damaged; nothing was changed ({REPAIR})")
+    return state
+
+
+REPAIR = "see `brr-release verify`; repair or remove that line by hand"
+
+
+def parse_line(line: bytes, last_seq: int) -> tuple[dict[str, Any] | None, str | None]:
+    """(entry, None) for a valid event line; (None, what is wrong) otherwise."""
+    if len(line) > MAX_LINE:
+        return None, "line too long"
+    try:
+        entry = json.loads(line)
+    except (ValueError, RecursionError):
+        return None, "not JSON"
+    if not isinstance(entry, dict):
+        return None, "not a JSON object"
+    return entry, entry_problem(entry, last_seq)
+
+
+def entry_problem(entry: dict[str, Any], last_seq: int) -> str | None:
+    seq, event, entry_id = entry.get("seq"), entry.get("event"), entry.get("id")
+    if type(seq) is not int or seq <= last_seq:
+        return f"seq {seq!r} is not an integer above the line before it ({last_seq})"
+    if not isinstance(event, str) or not EVENT_NAME_RE.fullmatch(event):
+        return f"event {event!r} is not an event name"
+    if not isinstance(entry_id, str) or len(entry_id) > 200:
+        return f"id {entry_id!r} is not an ID"
+    if event in RELEASE_EVENTS and not is_release_id(entry_id):
+        return f"id {entry_id!r} is not a release ID (v1 to v999999999)"
+    if event == "build" and not BUILD_ID_RE.fullmatch(entry_id):
+        return f"id {entry_id!r} is not a build ID"
+    previous = entry.get("previous")
+    if previous is not None and not (isinstance(previous, str) and is_release_id(previous)):
+        return f"previous {previous!r} is not a release ID"
+    digest = entry.get("digest")
+    if digest is not None and not isinstance(digest, str):
+        return f"digest {digest!r} is not a string"
+    return None
+
+
+def check(path: Path) -> None:
+    """Raise LedgerDamaged (or PlantedLink) now, before a change the ledger must record."""
+    read_ledger(path)
 
 
 class LedgerWriteFailed(OperationFailed):
@@ -83,7 +142,7 @@ def append(path: Path, event: str, entry_id: str, **fields: Any) -> dict[str, An
     if event not in EVENTS:
         raise ValueError(f"unknown ledger event {event!r}")
     state = read_ledger(path)
-    last_seq = max((int(e.get("seq", 0)) for e in state.entries), default=0)
+    last_seq = state.entries[-1]["seq"] if state.entries else 0
     entry = {"seq": last_seq + 1, "at": utc_now(), "event": event, "id": entry_id, **fields}
     line = (json.dumps(entry, sort_keys=False, separators=(",", ":")) + "\n").encode()
     try:
@@ -123,7 +182,7 @@ def write_line(path: Path, line: bytes, state: LedgerRead) -> None:
     A short write is not an error by itself (a size limit or a full disk lets part of a
     line through): the rest is written until it raises, then the part goes.
     """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    fd = nofollow.open_file(path.parent, path.name, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         if state.torn:
             os.ftruncate(fd, state.good_bytes)
@@ -148,8 +207,17 @@ def activation_history(entries: list[dict[str, Any]]) -> list[str]:
 def highest_release_number(entries: list[dict[str, Any]]) -> int:
     best = 0
     for e in entries:
-        if e.get("event") == "release":
-            rid = str(e.get("id", ""))
-            if rid[:1] == "v" and rid[1:].isdigit():
-                best = max(best, int(rid[1:]))
+        rid = e.get("id")
+        if e.get("event") == "release" and isinstance(rid, str) and is_release_id(rid):
+            best = max(best, int(rid[1:]))
     return best
+
+
+def release_digests(entries: list[dict[str, Any]]) -> dict[str, str]:
+    """The digest each release was recorded with (releases made before it was recorded
+    have none)."""
+    return {
+        str(e["id"]): str(e["digest"])
+        for e in entries
+        if e.get("event") == "release" and isinstance(e.get("digest"), str)
+    }

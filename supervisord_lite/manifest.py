@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from supervisord_lite.errors import ValidationError
-from supervisord_lite.layout import BUILD_ID_RE, RELEASE_ID_RE
+from supervisord_lite.layout import BUILD_ID_RE, RELEASE_ID_RE, require_inside_releases
 from supervisord_lite.schema import Fields, load_yaml, require_mapping
 
 SCHEMA = 1
@@ -328,7 +328,8 @@ def load_release(path: Path, *, builds_dir: Path | None = None) -> Release:
     """Read and verify a release manifest.
 
     Raises ValidationError naming the file, the field and the problem; with builds_dir,
-    also when the release's build is missing there.
+    also when the release's build is missing there, or when path is not (once resolved)
+    in releases/ of the root that holds builds_dir.
     """
     source = str(path)
     try:
@@ -343,6 +344,8 @@ def load_release(path: Path, *, builds_dir: Path | None = None) -> Release:
         raise ValidationError(source, "id", f"is {release.id!r} but the directory is {expected!r}")
     if builds_dir is not None and not (builds_dir / release.build / "app").is_dir():
         raise ValidationError(source, "build", f"build {release.build} is missing")
+    if builds_dir is not None:  # a release of a root: it must be in that root's releases/
+        require_inside_releases(path, builds_dir)
     return release
 
 

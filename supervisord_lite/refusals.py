@@ -29,7 +29,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from supervisord_lite import fsatomic, ledger
+from supervisord_lite import fsatomic, ledger, nofollow
 from supervisord_lite.layout import RELEASE_ID_RE, DeployRoot
 
 REASON_MAX = 400  # a reason is one line in a ledger and a status; a traceback is not
@@ -53,10 +53,11 @@ def one_line(reason: str) -> str:
 def read_daemon_records(root: DeployRoot) -> dict[str, Refusal]:
     """run/refused.json; a missing, torn or forged file reads as no record at all."""
     try:
-        with open(root.refused_file, "rb") as f:
+        fd = nofollow.open_file(root.path, "run/refused.json", os.O_RDONLY)
+        with open(fd, "rb") as f:
             data = json.loads(f.read(1 << 20))
-    except (OSError, ValueError):
-        return {}
+    except (OSError, ValueError, nofollow.PlantedLink):
+        return {}  # a planted link reads as no record: never followed by root
     if not isinstance(data, dict):
         return {}
     out: dict[str, Refusal] = {}

@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 import yaml
 
+from supervisord_lite import yamlsafe
 from supervisord_lite.errors import ValidationError
 
 
@@ -23,7 +24,9 @@ def load_yaml(text: bytes | str, source: str) -> Any:
     try:
         if isinstance(text, bytes):
             text = text.decode("utf-8")
-        return yaml.safe_load(text)
+        return yamlsafe.load(text, source)  # no duplicate keys, no alias bombs
+    except ValidationError:
+        raise
     except UnicodeDecodeError as exc:
         raise ValidationError(source, "", f"not UTF-8 text (byte {exc.start})") from None
     except yaml.MarkedYAMLError as exc:

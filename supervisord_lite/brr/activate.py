@@ -24,8 +24,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from supervisord_lite import daemon_client, fsatomic, ledger, refusals
-from supervisord_lite.brr.build import exit_text, load_build_meta
+from supervisord_lite import fsatomic, ledger, refusals
+from supervisord_lite.brr.build import load_build_meta
+from supervisord_lite.brr.buildenv import exit_text
+from supervisord_lite.client.connection import signal_daemon as signal_running_daemon
+from supervisord_lite.client.settle import DaemonAbsent, NotSettled, wait_settled
 from supervisord_lite.declaration import BASE_ENV, DEFAULT_RELEASE_TIMEOUT, RUNTIME_ENV
 from supervisord_lite.errors import NO_SPACE, BadInput, BrrError, OperationFailed
 from supervisord_lite.layout import DeployRoot, check_release_id
@@ -185,6 +188,7 @@ def activate(root: DeployRoot, release_id: str, *, event: str = "activate") -> A
     root.shared.mkdir(exist_ok=True)  # a root made before shared/ existed
     run_release_command(root, release)
     previous = root.current_release_id()
+    ledger.check(root.ledger)  # a damaged ledger refuses now, before current moves
     fsatomic.remove_stale_temps(root.path)
     fsatomic.replace_symlink(root.current, f"releases/{release.id}")
     try:
@@ -226,50 +230,40 @@ def rollback_target(root: DeployRoot, release_id: str | None) -> str:
 
 
 def signal_daemon(root: DeployRoot) -> int | None:
-    return daemon_client.signal_daemon(root, signal.SIGHUP)
+    return signal_running_daemon(root, signal.SIGHUP)
 
 
 def wait_for_daemon(root: DeployRoot, release_id: str, since: float, timeout: float) -> None:
-    """Block until the daemon runs release_id; OperationFailed if the switch failed."""
-    started = time.monotonic()
-    deadline = started + timeout
-    last: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        try:
-            reply = daemon_client.request(root.control_socket, {"cmd": "status"}, timeout=10)
-        except OperationFailed:
-            # a daemon being started (by systemd, or by hand a moment ago) is given a
-            # few seconds to appear before "not running" is the answer
-            if daemon_client.daemon_pid(root) is None and time.monotonic() > started + GRACE:
-                raise OperationFailed(
-                    f"daemon not running: {release_id} is current and will run when it starts"
-                ) from None
-            time.sleep(0.1)
-            continue
-        status = reply.get("status") if reply.get("ok") else None
-        if isinstance(status, dict):
-            last = status
-            outcome = switch_outcome(status, release_id, since)
-            if outcome is True:
-                return
-            if isinstance(outcome, str):
-                running = status.get("release")
-                raise SwitchRefused(
-                    f"daemon did not switch to {release_id}: {outcome}; "
-                    f"still running {running or 'nothing'}",
-                    refused=release_id,
-                    running=running if isinstance(running, str) else None,
-                    reason=outcome,
-                )
-        time.sleep(0.1)
-    raise OperationFailed(
-        f"daemon did not report {release_id} running within {timeout:g} s "
-        f"(it runs {last.get('release') or 'nothing'}, state {last.get('state')})"
-    )
+    """Block until the daemon runs release_id; SwitchRefused if it did not take it."""
+    try:
+        settled = wait_settled(
+            root,
+            lambda status: switch_outcome(status, release_id, since),
+            timeout=timeout,
+            grace=GRACE,
+        )
+    except DaemonAbsent:
+        raise OperationFailed(
+            f"daemon not running: {release_id} is current and will run when it starts"
+        ) from None
+    except NotSettled as exc:
+        raise OperationFailed(
+            f"daemon did not report {release_id} running within {timeout:g} s "
+            f"(it runs {exc.last.get('release') or 'nothing'}, state {exc.last.get('state')})"
+        ) from None
+    if settled.error:
+        running = settled.status.get("release")
+        raise SwitchRefused(
+            f"daemon did not switch to {release_id}: {settled.error}; "
+            f"still running {running or 'nothing'}",
+            refused=release_id,
+            running=running if isinstance(running, str) else None,
+            reason=settled.error,
+        )
 
 
-def switch_outcome(status: dict[str, Any], release_id: str, since: float) -> bool | str | None:
-    """True: running release_id; a string: why the switch failed; None: not settled."""
+def switch_outcome(status: dict[str, Any], release_id: str, since: float) -> str | None:
+    """Empty once the daemon runs release_id; else why the switch failed; None: unsettled."""
     rejected = status.get("rejected")
     if isinstance(rejected, dict) and float(rejected.get("at") or 0) >= since:
         return str(rejected.get("error") or "the daemon rejected the release")
@@ -282,7 +276,7 @@ def switch_outcome(status: dict[str, Any], release_id: str, since: float) -> boo
     ):
         return str(last.get("error") or "the switch failed")
     if status.get("release") == release_id and status.get("state") == "running":
-        return True
+        return ""
     return None
 
 

@@ -1,34 +1,45 @@
 """The build stage: a source tree becomes an immutable, content-addressed build.
 
-Steps: read the declaration; select the files (git-tracked files in a git work tree,
-else everything but `.git`, less the declared `exclude` globs); copy them into a staging
-directory under `builds/` (same filesystem, so publishing is one rename); run the build
-steps there; freeze the tree read-only; digest it; write `build.yaml`; rename the staging
-directory to `builds/b-<digest>`. Staging happens without the root's lock (a build may
-take minutes); only the publish takes it. If a build with the same digest already
-exists, the staging copy is dropped and the existing one is reused. On any failure the
-staging directory is removed: nothing half-built is ever visible as a build.
+Steps: read the declaration; select the files (brr/sourcetree.py) and check their
+symlinks; when there are no build steps and this source was built here before, digest
+the selection as it stands in the source, reading only the files whose stat changed
+(brr/srcindex.py), and stop there if that build exists (an unchanged tree costs a stat
+of each file, not a copy); else
+copy the files into a staging directory under `builds/` (same filesystem, so publishing
+is one rename; brr/stagecopy.py); run the build steps there in a clean environment
+(brr/buildenv.py) and make their byte-compiled Python reproducible (brr/pycnorm.py);
+freeze the tree read-only; digest it (brr/digest.py); if that build exists, drop the
+copy before anything is written; else write `build.yaml` (with the git commit the source
+came from, brr/gitinfo.py) and rename the staging directory to `builds/b-<digest>`.
+Staging happens without the root's lock (a build may take minutes); only the publish
+takes it. On any failure the staging directory is removed: nothing half-built is ever
+visible as a build.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import os
-import shutil
-import signal
-import stat
-import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from supervisord_lite import fsatomic, ledger
-from supervisord_lite.brr.digest import build_id_for, freeze, tree_digest
+from supervisord_lite.brr import (
+    buildenv,
+    gitinfo,
+    pycnorm,
+    sourcetree,
+    srcindex,
+    stagecopy,
+    staging,
+)
+from supervisord_lite.brr.digest import FORMAT, build_id_for, digest_entries, freeze, tree_digest
 from supervisord_lite.declaration import Declaration, declaration_from_data, load_declaration
-from supervisord_lite.errors import BadInput, OperationFailed, ValidationError, os_failure
+from supervisord_lite.errors import BadInput, ValidationError, os_failure
 from supervisord_lite.layout import DeployRoot
 from supervisord_lite.manifest import compute_digest
 from supervisord_lite.schema import Fields, load_yaml
@@ -41,191 +52,174 @@ class BuildInfo:
     source: str
     created_at: str
     declaration: Declaration
+    digest_format: int = 1  # builds made before format 2 have no such field
+    git: dict[str, Any] = field(default_factory=dict)  # {"commit": ..., "dirty": ...}
 
 
 @dataclass(frozen=True)
 class StagedBuild:
-    staging: Path  # builds/.tmp-<pid>-<rand>, holding app/ and build.yaml
+    staging: staging.Staging | None  # holds app/ and build.yaml; None: the build exists
     info: BuildInfo
 
 
-def select_files(src: Path, exclude: tuple[str, ...] | None) -> list[str]:
-    """Relative paths of the files (and symlinks) that go into the build."""
-    tracked = git_tracked(src)
-    if tracked is None:
-        tracked = [p for p in all_files(src) if not is_excluded(p, (".git",))]
-    patterns = (".git", *(exclude or ()))
-    return sorted(p for p in tracked if not is_excluded(p, patterns))
+@dataclass(frozen=True)
+class Source:
+    """A source tree as looked at once: its declaration, git state and selected entries."""
+
+    path: Path
+    declaration: Declaration
+    git: gitinfo.GitInfo | None
+    tree: stagecopy.SourceTree
 
 
-def git_tracked(src: Path) -> list[str] | None:
-    """Files git tracks under src when src is in a git work tree, else None."""
-    if shutil.which("git") is None:
-        return None
-    probe = subprocess.run(
-        ["git", "-C", str(src), "rev-parse", "--is-inside-work-tree"],
-        capture_output=True,
-        text=True,
-    )
-    if probe.returncode != 0 or probe.stdout.strip() != "true":
-        return None
-    out = subprocess.run(
-        ["git", "-C", str(src), "ls-files", "-z", "--cached"],
-        capture_output=True,
-        check=True,
-    ).stdout
-    names = [os.fsdecode(n) for n in out.split(b"\0") if n]
-    # a tracked file deleted from the work tree is not part of the source
-    return [n for n in names if os.path.lexists(src / n)]
-
-
-def all_files(src: Path) -> list[str]:
-    out: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(src):
-        rel = os.path.relpath(dirpath, src)
-        dirnames[:] = [d for d in dirnames if d != ".git"]
-        for name in filenames:
-            out.append(name if rel == "." else os.path.join(rel, name))
-        # symlinks to directories are listed in dirnames; keep them as entries
-        for name in list(dirnames):
-            if os.path.islink(os.path.join(dirpath, name)):
-                dirnames.remove(name)
-                out.append(name if rel == "." else os.path.join(rel, name))
-    return out
-
-
-def is_excluded(rel: str, patterns: tuple[str, ...]) -> bool:
-    parts = rel.split(os.sep)
-    for pat in patterns:
-        if fnmatch.fnmatchcase(rel, pat):
-            return True
-        prefixes = (os.sep.join(parts[: i + 1]) for i in range(len(parts)))
-        if any(fnmatch.fnmatchcase(p, pat) for p in parts) or any(
-            fnmatch.fnmatchcase(p, pat) for p in prefixes
-        ):
-            return True
-    return False
-
-
-def check_symlink(src: Path, rel: str) -> None:
-    """Refuse a symlink that is absolute or climbs out of the source tree."""
-    target = os.readlink(src / rel)
-    resolved = os.path.normpath(os.path.join(os.path.dirname(rel), target))
-    if os.path.isabs(target) or resolved == ".." or resolved.startswith(".." + os.sep):
-        raise BadInput(f"{src / rel}: symlink points outside the source tree ({target})")
-
-
-def copy_tree(src: Path, files: list[str], dest: Path) -> None:
-    """Copy files from src into dest; OSError names the file written when space runs out."""
-    dest.mkdir(parents=True)
-    for rel in files:
-        s = src / rel
-        d = dest / rel
-        d.parent.mkdir(parents=True, exist_ok=True)
-        st = os.lstat(s)
-        if stat.S_ISLNK(st.st_mode):
-            check_symlink(src, rel)
-            os.symlink(os.readlink(s), d)
-        elif stat.S_ISREG(st.st_mode):
-            try:
-                shutil.copyfile(s, d, follow_symlinks=False)
-            except OSError as exc:
-                if exc.filename is None:  # copyfileobj's write errors name nothing
-                    fsatomic.name_file(exc, d)
-                raise
-            os.chmod(d, stat.S_IMODE(st.st_mode) | stat.S_IWUSR)
-        else:
-            raise BadInput(f"{s}: not a regular file or symlink; cannot go into a build")
-
-
-def run_steps(steps: tuple[str, ...], cwd: Path) -> None:
-    """Run each build step in cwd; output goes to stderr as it comes (it is progress)."""
-    for n, step in enumerate(steps, 1):
-        print(f"-----> build step {n}/{len(steps)}: {step}", file=sys.stderr, flush=True)
-        proc = subprocess.run(
-            ["/bin/sh", "-c", step], cwd=cwd, stdout=sys.stderr, stderr=subprocess.STDOUT
-        )
-        if proc.returncode != 0:
-            raise OperationFailed(
-                f"build step {n} `{step}` {exit_text(proc.returncode)} (its output is above); "
-                "no build was stored"
-            )
-
-
-def exit_text(returncode: int) -> str:
-    if returncode >= 0:
-        return f"exited {returncode}"
-    try:
-        name = signal.Signals(-returncode).name
-    except ValueError:
-        name = f"signal {-returncode}"
-    # a step over the file size limit dies of SIGXFSZ: the limit is the news
-    why = ", over the file size limit" if -returncode == signal.SIGXFSZ else ""
-    return f"was killed by {name}{why}"
-
-
-def stage(root: DeployRoot, src: Path) -> StagedBuild:
-    """Everything but the publish: runs without the root's lock."""
+def read_source(src: Path) -> Source:
     if not src.is_dir():
         raise BadInput(f"source {src} is not a directory")
     decl = load_declaration(src)
-    files = select_files(src, decl.exclude)
-    staging = fsatomic.temp_name(root.builds)
+    in_git = gitinfo.is_work_tree(src)
+    git = gitinfo.describe(src) if in_git else None
+    if git is not None and git.dirty:
+        print(gitinfo.dirty_warning(git, src), file=sys.stderr, flush=True)
+    selected = sourcetree.select_files(src, decl.exclude, git=in_git)
+    tree = stagecopy.look(src, selected)
+    sourcetree.check_symlinks(src, tree.links)
+    return Source(src, decl, git, tree)
+
+
+def stage(root: DeployRoot, src: Path, build_env: Sequence[str] = ()) -> StagedBuild:
+    """Everything but the publish: runs without the root's lock."""
+    source = read_source(src)
+    env = step_env(root, source, build_env) if source.declaration.build else {}
+    cache = buildenv.cache_dir(root.path)
+    if not source.declaration.build:
+        existing = find_unchanged(root, source, cache)
+        if existing is not None:
+            return StagedBuild(None, existing)
+    slot: staging.Staging | None = None
     try:
-        app = staging / "app"
-        copy_tree(src, files, app)
-        run_steps(decl.build, app)
-        freeze(app)
-        digest = tree_digest(app)
-        info = BuildInfo(build_id_for(digest), digest, str(src), ledger.utc_now(), decl)
-        fsatomic.write_file(staging / "build.yaml", dump_build_meta(info), mode=0o444)
-        fsatomic.fsync_tree(staging)
+        slot = staging.claim(root.builds, cache)
+        app = slot.path / "app"
+        sums = stagecopy.copy_tree(source.tree, app, writable=bool(source.declaration.build))
+        if source.declaration.build:
+            buildenv.run_steps(source.declaration.build, app, env)
+            pycnorm.normalize_pycs(app)
+            freeze(app)
+            info = make_info(source, tree_digest(app))
+        else:
+            # the copy is the source's selection exactly, each file hashed as written
+            freeze_dirs(app, source.tree.directories())
+            info = make_info(source, digest_entries(source.tree.entries(), sums))
+            srcindex.save(cache, source.tree, sums)
+        if root.build_dir(info.id).exists():
+            slot.release()
+            return StagedBuild(None, info)
+        fsatomic.write_file(slot.path / "build.yaml", dump_build_meta(info), mode=0o444)
+        fsatomic.fsync_tree(slot.path)
     except BaseException as exc:
-        discard(staging)
+        if slot is not None:
+            slot.release()
         if isinstance(exc, OSError):
             raise os_failure(exc, "no build was stored") from None
         raise
-    return StagedBuild(staging, info)
+    return StagedBuild(slot, info)
+
+
+def find_unchanged(root: DeployRoot, source: Source, cache: Path) -> BuildInfo | None:
+    """The build this source (without steps) already is, found before anything is copied.
+
+    Only files whose stat changed since the last build of this source are read (the
+    source index); without an index, None: a tree never built here is copied first.
+    """
+    known = srcindex.lookup(cache, source.tree)
+    if known is None:
+        return None
+    try:
+        digest = digest_entries(source.tree.entries(), known)
+    except OSError as exc:
+        raise sourcetree.unreadable(Path(os.fsdecode(exc.filename or source.path)), exc) from None
+    info = make_info(source, digest)
+    return info if root.build_dir(info.id).exists() else None
+
+
+def freeze_dirs(app: Path, dirs: list[str]) -> None:
+    """Files were copied with their frozen modes already; only directories remain."""
+    for d in reversed(dirs):
+        os.chmod(app / d, 0o555)
+    os.chmod(app, 0o555)
+
+
+def step_env(root: DeployRoot, source: Source, build_env: Sequence[str]) -> dict[str, str]:
+    commit_time = source.git.commit_time if source.git else None
+    return buildenv.step_env(
+        os.environ,
+        cache=buildenv.cache_dir(root.path),
+        epoch=buildenv.source_date_epoch(os.environ, commit_time),
+        passed=build_env,
+    )
+
+
+def make_info(source: Source, digest: str) -> BuildInfo:
+    git = {"commit": source.git.commit, "dirty": source.git.dirty} if source.git else {}
+    return BuildInfo(
+        build_id_for(digest),
+        digest,
+        str(source.path),
+        ledger.utc_now(),
+        source.declaration,
+        FORMAT,
+        git,
+    )
 
 
 def publish(root: DeployRoot, staged: StagedBuild) -> tuple[BuildInfo, bool]:
     """Rename the staged build into place; the caller holds the lock. (info, reused)."""
     final = root.build_dir(staged.info.id)
+    if staged.staging is None:
+        return load_build_meta(root, staged.info.id), True
     try:
-        published = not final.exists() and fsatomic.publish_dir(staged.staging, final)
-    except BaseException:
-        discard(staged.staging)
-        raise
+        published = not final.exists() and fsatomic.publish_dir(staged.staging.path, final)
+    finally:
+        staged.staging.release()  # after a publish, only the slot is left to free
     if not published:
-        discard(staged.staging)
         return load_build_meta(root, staged.info.id), True
     ledger.append(root.ledger, "build", staged.info.id, digest=staged.info.digest)
     return staged.info, False
 
 
-def discard(staging: Path) -> None:
-    if staging.exists():
-        fsatomic.make_writable(staging)
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def build(root: DeployRoot, src: Path) -> tuple[BuildInfo, bool]:
-    staged = stage(root, src)
+def build(root: DeployRoot, src: Path, build_env: Sequence[str] = ()) -> tuple[BuildInfo, bool]:
+    staged = stage(root, src, build_env)
     with root.locked():
         return publish(root, staged)
+
+
+def build_commit(root: DeployRoot, build_id: str, memo: dict[str, str | None]) -> str | None:
+    """`<commit>` or `<commit> (dirty)` a build came from; None if unknown or unreadable."""
+    if build_id not in memo:
+        try:
+            git = load_build_meta(root, build_id).git
+        except (BadInput, OSError):
+            git = {}
+        commit = git.get("commit")
+        dirty = " (dirty)" if git.get("dirty") else ""
+        memo[build_id] = commit[:12] + dirty if commit else None
+    return memo[build_id]
 
 
 # --- build.yaml ---------------------------------------------------------------------------
 
 
 def meta_body(info: BuildInfo) -> dict[str, Any]:
-    return {
+    body: dict[str, Any] = {
         "id": info.id,
         "digest": info.digest,
+        "digest_format": info.digest_format,
         "source": info.source,
         "created_at": info.created_at,
         "declaration": info.declaration.to_data(),
     }
+    if info.git:
+        body["git"] = dict(info.git)
+    return body
 
 
 def dump_build_meta(info: BuildInfo) -> bytes:
@@ -252,6 +246,8 @@ def read_build_meta(path: Path, build_id: str) -> BuildInfo:
         source=f.string("source", required=True),
         created_at=f.string("created_at", required=True),
         declaration=declaration_from_data(f.required("declaration"), source + " declaration"),
+        digest_format=f.integer("digest_format", 1, low=1, high=FORMAT),
+        git=git_record(f),
     )
     seal = f.string("seal", required=True)
     f.done()
@@ -260,3 +256,13 @@ def read_build_meta(path: Path, build_id: str) -> BuildInfo:
     if compute_digest({k: v for k, v in f.data.items() if k != "seal"}) != seal:
         raise ValidationError(source, "seal", "does not match the metadata (the file was changed)")
     return info
+
+
+def git_record(f: Fields) -> dict[str, Any]:
+    data = f.mapping("git")
+    g = Fields(data, f.source, f.at("git"))
+    out = {"commit": g.string("commit", ""), "dirty": g.raw("dirty", False)}
+    g.done()
+    if not isinstance(out["dirty"], bool):
+        g.fail("dirty", "must be true or false")
+    return out if out["commit"] else {}

@@ -11,19 +11,12 @@ from __future__ import annotations
 import argparse
 import grp
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from supervisord_lite import fsatomic
-from supervisord_lite.brr import activate as act
-from supervisord_lite.brr import build as bld
-from supervisord_lite.brr import fleet_cli, importers, inspect, maintenance, oneoff, transfer_cli
-from supervisord_lite.brr import releases as rel
-from supervisord_lite.declaration import Declaration, declaration_warnings
 from supervisord_lite.errors import (
     NO_SPACE,
     BadInput,
@@ -33,6 +26,13 @@ from supervisord_lite.errors import (
     os_errors_leave,
 )
 from supervisord_lite.layout import DeployRoot, resolve_root
+
+# Each command imports the modules it uses, in its own body: `releases` or `--help` do
+# not pay for yaml, the builder or the daemon client they never touch.
+if TYPE_CHECKING:
+    from supervisord_lite.brr import activate as act
+    from supervisord_lite.brr import releases as rel
+    from supervisord_lite.declaration import Declaration
 
 PROG = "brr-release"
 DEFAULT_WAIT = 300.0
@@ -81,6 +81,16 @@ def from_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def build_env_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--build-env",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE]",
+        help="pass NAME (from this shell, or =VALUE) to the build steps' clean environment",
+    )
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = Parser(prog=PROG, parents=[common()], description="Build and release stages.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -89,6 +99,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", help="share the root with this group (a deploy user's)")
     p = sub.add_parser("build", parents=c, help="build a source tree")
     p.add_argument("src", type=Path)
+    build_env_option(p)
     p = sub.add_parser("release", parents=c, help="a new release of a build")
     p.add_argument("--build", required=True, dest="build_id")
     release_options(p)
@@ -109,6 +120,7 @@ def make_parser() -> argparse.ArgumentParser:
     activation_options(p, with_flag=False)
     p = sub.add_parser("deploy", parents=c, help="build + release + activate")
     p.add_argument("src", type=Path)
+    build_env_option(p)
     release_options(p)
     activation_options(p, with_flag=False)
     p = sub.add_parser("rollback", parents=c, help="re-activate an earlier release")
@@ -145,8 +157,7 @@ def make_parser() -> argparse.ArgumentParser:
     for q in isub.choices.values():
         q.add_argument("-o", "--output", type=Path, help="write brr.yaml here, not stdout")
         q.add_argument("--force", action="store_true", help="overwrite --output")
-    transfer_cli.add_parsers(sub, c)
-    fleet_cli.add_parsers(sub, c)
+    fleet_options(sub, c)
     return parser
 
 
@@ -156,47 +167,45 @@ Result = tuple[dict[str, Any], str, int]
 
 
 def cmd_init(root: DeployRoot, args: argparse.Namespace) -> Result:
-    for d in (root.path, root.builds, root.releases, root.run_dir, root.logs, root.shared):
-        d.mkdir(parents=True, exist_ok=True)
+    gid = group_id(args.group) if args.group else None
+    root.path.mkdir(parents=True, exist_ok=True)
     with root.locked():
-        root.ledger.touch(mode=0o640, exist_ok=True)
-        if args.group:
-            share_with_group(root, args.group)
+        root.initialize(gid)  # never through a symlink or hard link planted in the root
     note = f" (shared with group {args.group})" if args.group else ""
     return {"root": str(root.path), "group": args.group}, f"initialized {root.path}{note}", 0
 
 
-def share_with_group(root: DeployRoot, group: str) -> None:
-    """Let every member of group write releases: setgid directories, group-writable files.
+def group_id(group: str) -> int:
+    """The group that may write releases: setgid directories, group-writable files.
 
     New entries inherit the group through the setgid bit; the daemon's user, also a
     member, reads manifests (0640) through it.
     """
     try:
-        gid = grp.getgrnam(group).gr_gid
+        return grp.getgrnam(group).gr_gid
     except KeyError:
         raise BadInput(f"no such group: {group}") from None
-    for d in (root.path, root.builds, root.releases, root.run_dir, root.logs, root.shared):
-        os.chown(d, -1, gid)
-        os.chmod(d, 0o2775)
-    for f in (root.ledger, root.lock_file):
-        os.chown(f, -1, gid)
-        os.chmod(f, 0o660)
 
 
 def warn_declaration(decl: Declaration) -> None:
+    from supervisord_lite.declaration import declaration_warnings
+
     for line in declaration_warnings(decl):
         print(f"{PROG}: warning: {line}", file=sys.stderr)
 
 
 def cmd_build(root: DeployRoot, args: argparse.Namespace) -> Result:
-    info, reused = bld.build(root.require_initialized(), args.src.absolute())
+    from supervisord_lite.brr import build as bld
+
+    info, reused = bld.build(root.require_initialized(), args.src.absolute(), args.build_env)
     warn_declaration(info.declaration)
     data = {"id": info.id, "digest": info.digest, "reused": reused}
     return data, info.id + (" (reused)" if reused else ""), 0
 
 
 def config_change(args: argparse.Namespace) -> rel.ConfigChange:
+    from supervisord_lite.brr import releases as rel
+
     return rel.ConfigChange(tuple(args.env_file), tuple(args.sets), tuple(args.unsets))
 
 
@@ -218,6 +227,8 @@ def new_release_then(root: DeployRoot, args: argparse.Namespace, make: Callable[
 
 def activate(root: DeployRoot, release_id: str, *, event: str = "activate") -> act.Activation:
     """act.activate, saying what an OSError left: `current` moves last, by one rename."""
+    from supervisord_lite.brr import activate as act
+
     with os_errors_leave(f"current was not moved to {release_id}"):
         return act.activate(root, release_id, event=event)
 
@@ -225,6 +236,8 @@ def activate(root: DeployRoot, release_id: str, *, event: str = "activate") -> a
 def finish_activation(
     root: DeployRoot, args: argparse.Namespace, activation: act.Activation, since: float
 ) -> dict[str, Any]:
+    from supervisord_lite.brr import activate as act
+
     pid = act.signal_and_wait(
         root,
         activation.release.id,
@@ -250,11 +263,15 @@ def signal_note(data: dict[str, Any]) -> str:
 
 
 def cmd_release(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import releases as rel
+
     change = config_change(args)
     return new_release_then(root, args, lambda: rel.release_from_build(root, args.build_id, change))
 
 
 def cmd_config(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import releases as rel
+
     if args.config_command == "set":
         change = rel.ConfigChange(sets=tuple(args.items))
     else:
@@ -264,6 +281,8 @@ def cmd_config(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def cmd_scale(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import releases as rel
+
     formation = rel.parse_formation(tuple(args.items))
     return new_release_then(
         root, args, lambda: rel.release_with_scale(root, formation, args.from_id)
@@ -273,6 +292,8 @@ def cmd_scale(root: DeployRoot, args: argparse.Namespace) -> Result:
 def activate_and_report(
     root: DeployRoot, args: argparse.Namespace, release_id: str, event: str
 ) -> Result:
+    from supervisord_lite.brr import activate as act
+
     root.require_initialized()
     since = time.time()
     with root.locked():
@@ -294,10 +315,13 @@ def cmd_rollback(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def cmd_deploy(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import build as bld
+    from supervisord_lite.brr import releases as rel
+
     root.require_initialized()
     change = config_change(args)
     change.apply({})
-    staged = bld.stage(root, args.src.absolute())
+    staged = bld.stage(root, args.src.absolute(), args.build_env)
     warn_declaration(staged.info.declaration)
     since = time.time()
     # publish, release and activate under one lock: a concurrent prune cannot remove
@@ -314,21 +338,29 @@ def cmd_deploy(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def cmd_releases(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import inspect
+
     data = inspect.list_releases(root.require_initialized())
     return data, inspect.format_releases(data), 0
 
 
 def cmd_show(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import inspect
+
     data = inspect.show(root.require_initialized(), args.release_id, show_values=args.show_values)
     return data, inspect.format_show(data), 0
 
 
 def cmd_diff(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import inspect
+
     data = inspect.diff(root.require_initialized(), args.a, args.b, show_values=args.show_values)
     return data, inspect.format_diff(data), 0
 
 
 def cmd_prune(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import maintenance
+
     root.require_initialized()
     with root.locked(), os_errors_leave("the prune stopped part way; what is left is whole"):
         data = maintenance.prune(root, args.keep)
@@ -338,6 +370,8 @@ def cmd_prune(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def cmd_verify(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import maintenance
+
     report = maintenance.verify(root.require_initialized())
     lines = [*report.problems, *(f"note: {n}" for n in report.notes)]
     verdict = "ok" if not report.problems else f"{len(report.problems)} problem(s)"
@@ -346,6 +380,8 @@ def cmd_verify(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def cmd_run(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import oneoff
+
     command = list(args.oneoff)
     if command[:1] == ["--"]:
         command = command[1:]
@@ -353,6 +389,9 @@ def cmd_run(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def cmd_import(args: argparse.Namespace) -> Result:
+    from supervisord_lite import fsatomic
+    from supervisord_lite.brr import importers
+
     if args.import_command == "procfile":
         imported = importers.import_procfile(args.file, args.env_file)
     else:
@@ -375,12 +414,114 @@ def cmd_import(args: argparse.Namespace) -> Result:
 
 ROOTLESS: dict[str, Callable[[argparse.Namespace], Result]] = {"import": cmd_import}
 
+
+# `build export|import`, `release export|import`: one word for argparse (see join_words)
+JOINED = {("build", "export"), ("build", "import"), ("release", "export"), ("release", "import")}
+
+
+def join_words(argv: Sequence[str]) -> list[str]:
+    """`build export ...` -> `build-export ...` (options before the command are kept)."""
+    out = list(argv)
+    i = 0
+    while i < len(out) and out[i].startswith("-"):
+        i += 1 if "=" in out[i] or out[i] == "--json" else 2
+    if i + 1 < len(out) and (out[i], out[i + 1]) in JOINED:
+        out[i : i + 2] = [f"{out[i]}-{out[i + 1]}"]
+    return out
+
+
+def fleet_options(sub: Any, c: list[Parser]) -> None:
+    """Options of the fleet's commands (brr/transfer_cli.py, brr/fleet_commands.py)."""
+    parents = c
+    p = sub.add_parser("build-export", parents=c, help="`build export ID`")
+    p.add_argument("build_id", metavar="ID")
+    p.add_argument("-o", "--output", default="-", metavar="FILE|-")
+    p = sub.add_parser("build-import", parents=c, help="`build import FILE|-`")
+    p.add_argument("file", metavar="FILE|-")
+    p = sub.add_parser("release-export", parents=c, help="`release export ID`")
+    p.add_argument("release_id", metavar="ID")
+    p.add_argument("-o", "--output", default="-", metavar="FILE|-")
+    p = sub.add_parser("release-import", parents=c, help="`release import FILE|-`")
+    p.add_argument("file", metavar="FILE|-")
+    sub.add_parser("status", parents=c, help="current, running, last switch, refused")
+    config = sub.choices["config"]._subparsers._group_actions[0].choices.values()
+    for q in (sub.choices["release"], sub.choices["scale"], *config):
+        q.add_argument(
+            "--if-changed",
+            action="store_true",
+            help="no release when build, config and formation equal the current release",
+        )
+    p = sub.add_parser("fleet", parents=list(parents), help="many hosts, through Ansible")
+    fsub = p.add_subparsers(dest="fleet_command", required=True, parser_class=type(p))
+    d = fsub.add_parser("deploy", parents=list(parents), help="roll a source tree out")
+    d.add_argument("src", type=Path)
+    d.add_argument("--env-file", action="append", default=[], metavar="F")
+    d.add_argument("--set", action="append", default=[], metavar="K=V", dest="sets")
+    d.add_argument("--unset", action="append", default=[], metavar="K", dest="unsets")
+    d.add_argument(
+        "--revert-on-failure",
+        action="store_true",
+        help="put hosts upgraded in this run back on what they ran",
+    )
+    r = fsub.add_parser("rollback", parents=list(parents), help="every host to release ID")
+    r.add_argument("release_id", nargs="?", metavar="ID")
+    s = fsub.add_parser("status", parents=list(parents), help="what every host runs")
+    for q in (d, r, s):
+        q.add_argument("--inventory", "-i", required=True, type=Path, metavar="INV")
+        q.add_argument("--limit", help="only these hosts (Ansible's pattern)")
+    for q in (d, r):
+        q.add_argument(
+            "--serial",
+            default="1,25%,100%",
+            metavar="N[,N%...]",
+            help="batch sizes (default: one canary, 25%%, the rest)",
+        )
+        q.add_argument(
+            "--timeout",
+            type=float,
+            default=120.0,
+            metavar="S",
+            help="per host, for the daemon to run the release",
+        )
+        q.add_argument("--lock-wait", type=float, default=0.0, metavar="S")
+        q.add_argument("--check", action="store_true", help="Ansible's check mode: no host changes")
+    k = fsub.add_parser("lock", parents=list(parents), help="take the fleet lock (playbooks)")
+    k.add_argument("--what", required=True)
+    k.add_argument("--lock-wait", type=float, default=0.0, metavar="S")
+    fsub.add_parser("unlock", parents=list(parents), help="release the fleet lock")
+
+
+def cmd_transfer(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import transfer_cli
+
+    return transfer_cli.COMMANDS[args.command](root, args)
+
+
+def cmd_fleet(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import fleet_commands
+
+    return fleet_commands.cmd_fleet(root, args)
+
+
+def if_changed(
+    command: Callable[[DeployRoot, argparse.Namespace], Result],
+) -> Callable[[DeployRoot, argparse.Namespace], Result]:
+    def run(root: DeployRoot, args: argparse.Namespace) -> Result:
+        if not getattr(args, "if_changed", False):
+            return command(root, args)
+        from supervisord_lite.brr import transfer_cli
+
+        return transfer_cli.run_if_changed(command, root, args)
+
+    return run
+
+
 COMMANDS: dict[str, Callable[[DeployRoot, argparse.Namespace], Result]] = {
     "init": cmd_init,
     "build": cmd_build,
-    "release": transfer_cli.if_changed(cmd_release),
-    "config": transfer_cli.if_changed(cmd_config),
-    "scale": transfer_cli.if_changed(cmd_scale),
+    "release": if_changed(cmd_release),
+    "config": if_changed(cmd_config),
+    "scale": if_changed(cmd_scale),
     "activate": cmd_activate,
     "deploy": cmd_deploy,
     "rollback": cmd_rollback,
@@ -390,14 +531,16 @@ COMMANDS: dict[str, Callable[[DeployRoot, argparse.Namespace], Result]] = {
     "prune": cmd_prune,
     "verify": cmd_verify,
     "run": cmd_run,
-    **transfer_cli.COMMANDS,
-    **fleet_cli.COMMANDS,
+    **dict.fromkeys(("build-export", "build-import", "release-export"), cmd_transfer),
+    "release-import": cmd_transfer,
+    "status": cmd_transfer,
+    "fleet": cmd_fleet,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        argv = transfer_cli.rewrite(sys.argv[1:] if argv is None else argv)
+        argv = join_words(sys.argv[1:] if argv is None else argv)
         args = make_parser().parse_args(argv)
         if args.command in ROOTLESS:
             data, text, code = ROOTLESS[args.command](args)
@@ -415,7 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    if data.pop(transfer_cli.WROTE_STDOUT, False):
+    if data.pop("wrote_stdout", False):  # the command's product went to stdout
         return code
     if getattr(args, "json", False):
         print(json.dumps(data, indent=None, sort_keys=False))

@@ -136,7 +136,21 @@ def record(root: DeployRoot, **fields: Any) -> None:
 
 
 def runs(root: DeployRoot) -> list[dict[str, Any]]:
-    return ledger.read_ledger(ledger_path(root)).entries
+    """Every whole line of the fleet ledger (a torn or foreign line is skipped: the fleet
+    ledger is a record for people, never the root's own ledger)."""
+    try:
+        data = ledger_path(root).read_bytes()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in data.split(b"\n"):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            out.append(entry)
+    return out
 
 
 def bare_rollback_target(root: DeployRoot) -> str | None:

@@ -24,11 +24,17 @@ def load(root: DeployRoot, release_id: str) -> Release:
     return load_release(root.release_manifest(release_id))
 
 
-def summary(release: Release, current: str | None, refused: dict[str, str]) -> dict[str, Any]:
+def summary(
+    release: Release,
+    current: str | None,
+    refused: dict[str, str],
+    commit: str | None = None,
+) -> dict[str, Any]:
     return {
         "id": release.id,
         "created_at": release.created_at,
         "build": release.build,
+        "commit": commit,
         "config_keys": sorted(release.config),
         "formation": release.formation(),
         "current": release.id == current,
@@ -43,12 +49,17 @@ def refused_releases(root: DeployRoot) -> dict[str, str]:
 
 def list_releases(root: DeployRoot) -> dict[str, Any]:
     """Every release newest first; one that does not load is listed with its error."""
+    from supervisord_lite.brr.build import build_commit  # only these views need it
+
     current = root.current_release_id()
     refused = refused_releases(root)
     out: list[dict[str, Any]] = []
+    commits: dict[str, str | None] = {}
     for rid in reversed(root.release_ids()):
         try:
-            out.append(summary(load_release(root.release_manifest(rid)), current, refused))
+            release = load_release(root.release_manifest(rid))
+            commit = build_commit(root, release.build, commits)
+            out.append(summary(release, current, refused, commit))
         except BrrError as exc:
             out.append({"id": rid, "error": str(exc), "current": rid == current})
     return {"releases": out, "current": current}
@@ -58,6 +69,9 @@ def show(root: DeployRoot, release_id: str, *, show_values: bool) -> dict[str, A
     release = load(root, release_id)
     data = release.body()
     data["digest"] = release.digest
+    from supervisord_lite.brr.build import build_commit
+
+    data["commit"] = build_commit(root, release.build, {})
     data["config"] = masked(release.config, show_values)
     data["current"] = release.id == root.current_release_id()
     data["refused"] = refused_releases(root).get(release.id)
@@ -107,6 +121,8 @@ def format_releases(data: dict[str, Any]) -> str:
         form = " ".join(f"{k}={v}" for k, v in r["formation"].items())
         keys = ",".join(r["config_keys"]) or "-"
         line = f"{mark}{r['id']:<6} {r['created_at']:<27} {r['build']:<15} {form}  [{keys}]"
+        if r.get("commit"):
+            line += f"  commit {r['commit']}"
         if r.get("refused"):
             line += f"  refused: {r['refused']}"
         lines.append(line)
@@ -118,6 +134,7 @@ def format_show(data: dict[str, Any]) -> str:
         f"release {data['id']}{' (current)' if data['current'] else ''}",
         f"  created_at: {data['created_at']}",
         f"  build:      {data['build']}",
+        f"  commit:     {data.get('commit') or 'unknown (not built from a git work tree)'}",
         f"  switch:     {data['switch']}",
         f"  digest:     {data['digest']}",
     ]

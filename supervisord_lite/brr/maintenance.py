@@ -8,6 +8,7 @@ leaves a temp directory (removed by the next writer), never half a release.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from supervisord_lite.brr.digest import build_id_for, tree_digest
 from supervisord_lite.errors import BadInput, BrrError
 from supervisord_lite.layout import DeployRoot
 from supervisord_lite.manifest import load_release
+from supervisord_lite.nofollow import PlantedLink
 
 
 def prune(root: DeployRoot, keep: int) -> dict[str, Any]:
@@ -69,11 +71,58 @@ class VerifyReport:
 
 def verify(root: DeployRoot) -> VerifyReport:
     report = VerifyReport()
+    verify_builds(root, report)
+    report.problems.extend(planted_links(root))
+    try:
+        state = ledger.read_ledger(root.ledger, strict=False)
+    except PlantedLink:
+        return report  # named by planted_links; nothing in it can be read safely
+    if state.damage:
+        report.problems.append(f"ledger: {state.damage} (writers refuse until it is repaired)")
+    if state.torn:
+        # only a power loss tears a line; the next writer cuts it off, nothing is lost
+        report.notes.append("ledger.jsonl: torn last line (repaired by the next write)")
+    recorded = ledger.release_digests(state.entries)
+    unrecorded: list[str] = []
+    for rid in root.release_ids():
+        report.releases += 1
+        try:
+            release = load_release(root.release_manifest(rid), builds_dir=root.builds)
+        except BrrError as exc:
+            report.problems.append(f"release {rid}: {exc}")
+            continue
+        if rid not in recorded:
+            unrecorded.append(rid)
+        elif recorded[rid] != release.digest:
+            report.problems.append(
+                f"release {rid}: release.yaml has digest {release.digest[:19]}..., the ledger "
+                f"recorded {recorded[rid][:19]}... (changed after release)"
+            )
+    if unrecorded:
+        report.notes.append(f"no digest in the ledger for {', '.join(unrecorded)} (older releases)")
+    if os.path.lexists(root.current) and root.current_release_id() is None:
+        report.problems.append(
+            "current: does not resolve to a complete release in releases/ of this root"
+        )
+    return report
+
+
+def planted_links(root: DeployRoot) -> list[str]:
+    """Symlinks where the root has a file or directory of its own: each one a problem,
+    since every writer refuses it (nofollow.py). `current` and `run/last-good` are
+    symlinks by design and are checked as releases instead."""
+    names = [root.ledger, root.logs, root.lock_file, root.run_dir / "daemon.lock"]
+    if root.logs.is_dir() and not root.logs.is_symlink():
+        names += sorted(p for p in root.logs.iterdir() if p.name.endswith(".log"))
+    return [f"{p}: a symlink where a file or directory belongs" for p in names if p.is_symlink()]
+
+
+def verify_builds(root: DeployRoot, report: VerifyReport) -> None:
     for bid in root.build_ids():
         report.builds += 1
         try:
             info = load_build_meta(root, bid)
-            actual = tree_digest(root.build_app(bid))
+            actual = tree_digest(root.build_app(bid), info.digest_format)
         except (BrrError, OSError) as exc:
             report.problems.append(f"build {bid}: {exc}")
             continue
@@ -81,16 +130,3 @@ def verify(root: DeployRoot) -> VerifyReport:
             report.problems.append(
                 f"build {bid}: app/ does not match its digest (changed after build)"
             )
-    for rid in root.release_ids():
-        report.releases += 1
-        try:
-            load_release(root.release_manifest(rid), builds_dir=root.builds)
-        except BrrError as exc:
-            report.problems.append(f"release {rid}: {exc}")
-    if root.current.is_symlink() and root.current_release_id() is None:
-        report.problems.append("current: points at no complete release")
-    state = ledger.read_ledger(root.ledger)
-    if state.torn:
-        # only a power loss tears a line; the next writer cuts it off, nothing is lost
-        report.notes.append("ledger.jsonl: torn last line (repaired by the next write)")
-    return report

@@ -115,6 +115,7 @@ def write_release(root: DeployRoot, draft: Release) -> Release:
         "release",
         release.id,
         build=release.build,
+        digest=release.digest,  # what `verify` checks release.yaml against
         config_keys=sorted(release.config),
         formation=release.formation(),
     )

@@ -35,6 +35,7 @@ from supervisord_lite import fsatomic, ledger
 from supervisord_lite.brr import build as bld
 from supervisord_lite.brr.digest import build_id_for, freeze, tree_digest
 from supervisord_lite.brr.releases import MANIFEST_MODE
+from supervisord_lite.brr.staging import remove_leftover
 from supervisord_lite.errors import BadInput, OperationFailed, os_errors_leave
 from supervisord_lite.layout import DeployRoot, check_build_id, check_release_id
 from supervisord_lite.manifest import Release, load_release, release_from_data
@@ -53,7 +54,7 @@ def export_build(root: DeployRoot, build_id: str, out: IO[bytes]) -> dict[str, A
     """Write build_id as an archive to out; the build is checked against its digest first."""
     info = bld.load_build_meta(root, check_build_id(build_id))
     top = root.build_dir(build_id)
-    if tree_digest(top / "app") != info.digest:
+    if tree_digest(top / "app", info.digest_format) != info.digest:
         raise OperationFailed(f"build {build_id} differs from its digest; run `brr-release verify`")
     header = {"kind": BUILD_KIND, "format": FORMAT, "id": info.id, "digest": info.digest}
     with tarfile.open(fileobj=out, mode="w|gz", format=tarfile.PAX_FORMAT) as tar:
@@ -91,12 +92,12 @@ def import_build(root: DeployRoot, source: IO[bytes], name: str) -> Imported:
             info = check_staged(staging, header, name)
             fsatomic.fsync_tree(staging)
     except BaseException:
-        bld.discard(staging)
+        remove_leftover(staging)
         raise
     with root.locked(), os_errors_leave(f"build {info.id} was not stored"):
         final = root.build_dir(info.id)
         if final.exists() or not fsatomic.publish_dir(staging, final):
-            bld.discard(staging)
+            remove_leftover(staging)
             return Imported(info.id, info.digest, reused=True)
         ledger.append(root.ledger, "build", info.id, digest=info.digest, imported=True)
     return Imported(info.id, info.digest, reused=False)
@@ -149,7 +150,8 @@ def extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, staging: Path,
             raise BadInput(f"{name}: member {member.name!r} appears twice")
         with open(dest, "xb") as out:
             shutil.copyfileobj(f, out)
-        os.chmod(dest, 0o755 if member.mode & stat.S_IXUSR else 0o644)
+        # the build's own (frozen) mode: freeze() keeps read bits, so they are digested
+        os.chmod(dest, (member.mode & 0o777) | stat.S_IRUSR)
     elif member.issym() and rel != "build.yaml":
         target = os.path.normpath(os.path.join(os.path.dirname(rel), member.linkname))
         if os.path.isabs(member.linkname) or not in_app(target):
@@ -169,16 +171,17 @@ def check_staged(staging: Path, header: dict[str, Any], name: str) -> bld.BuildI
     check_build_id(claimed)
     if not (staging / "app").is_dir() or not (staging / "build.yaml").is_file():
         raise BadInput(f"{name}: archive lacks app/ or build.yaml")
+    # build.yaml is checked by the loader the root uses (its seal, its id); it names the
+    # digest format the tree was digested with
+    info = bld.read_build_meta(staging / "build.yaml", claimed)
+    os.chmod(staging / "build.yaml", 0o444)
     freeze(staging / "app")
-    digest = tree_digest(staging / "app")
+    digest = tree_digest(staging / "app", info.digest_format)
     if digest != header.get("digest") or build_id_for(digest) != claimed:
         raise BadInput(
             f"{name}: content digest {digest[:19]}... does not match {claimed} "
             "(corrupted or altered archive); no build was stored"
         )
-    # build.yaml is checked by the loader the root uses: its seal, its id
-    info = bld.read_build_meta(staging / "build.yaml", claimed)
-    os.chmod(staging / "build.yaml", 0o444)
     if info.digest != digest:
         raise BadInput(f"{name}: build.yaml names digest {info.digest[:19]}..., not the tree's")
     return info

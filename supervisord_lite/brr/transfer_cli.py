@@ -1,8 +1,8 @@
-"""The command line of transfer.py, status.py and unchanged.py, registered into cli.py.
+"""The commands of transfer.py, status.py and unchanged.py; their options are in cli.py.
 
 `build export|import` and `release export|import` share their first word with `build SRC`
 and `release --build ID`: argparse cannot have a positional and subcommands on one
-parser, so `rewrite` joins the two words (`build-export`) before parsing.
+parser, so cli.py joins the two words (`build-export`) before parsing.
 """
 
 from __future__ import annotations
@@ -11,54 +11,18 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from supervisord_lite import fsatomic
-from supervisord_lite.brr import status as st
-from supervisord_lite.brr import transfer, unchanged
 from supervisord_lite.errors import BadInput
 from supervisord_lite.layout import DeployRoot
 
+# the modules behind each command are imported in its body (cli.py's rule): `--help` and
+# `releases` do not load tarfile, the builder or the daemon client
+
 Result = tuple[dict[str, Any], str, int]
 Command = Callable[[DeployRoot, argparse.Namespace], Result]
-JOINED = {("build", "export"), ("build", "import"), ("release", "export"), ("release", "import")}
-# a command that wrote its product to stdout sets this in its data: nothing else is printed
-WROTE_STDOUT = "wrote_stdout"
-
-
-def rewrite(argv: Sequence[str]) -> list[str]:
-    """`build export ...` -> `build-export ...` (options before the command are kept)."""
-    out = list(argv)
-    i = 0
-    while i < len(out) and out[i].startswith("-"):
-        i += 1 if "=" in out[i] or out[i] == "--json" else 2
-    if i + 1 < len(out) and (out[i], out[i + 1]) in JOINED:
-        out[i : i + 2] = [f"{out[i]}-{out[i + 1]}"]
-    return out
-
-
-def add_parsers(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("build-export", parents=list(parents), help="`build export ID`")
-    p.add_argument("build_id", metavar="ID")
-    p.add_argument("-o", "--output", default="-", metavar="FILE|-")
-    p = sub.add_parser("build-import", parents=list(parents), help="`build import FILE|-`")
-    p.add_argument("file", metavar="FILE|-")
-    p = sub.add_parser("release-export", parents=list(parents), help="`release export ID`")
-    p.add_argument("release_id", metavar="ID")
-    p.add_argument("-o", "--output", default="-", metavar="FILE|-")
-    p = sub.add_parser("release-import", parents=list(parents), help="`release import FILE|-`")
-    p.add_argument("file", metavar="FILE|-")
-    sub.add_parser("status", parents=list(parents), help="current, running, last switch, refused")
-    targets = [sub.choices["release"], sub.choices["scale"]]
-    targets += sub.choices["config"]._subparsers._group_actions[0].choices.values()
-    for q in targets:
-        q.add_argument(
-            "--if-changed",
-            action="store_true",
-            help="make nothing when build, config and formation equal the current release",
-        )
 
 
 @contextlib.contextmanager
@@ -70,6 +34,8 @@ def output(arg: str) -> Iterator[IO[bytes]]:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
+    from supervisord_lite import fsatomic
+
     path = Path(arg).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = fsatomic.temp_name(path.parent)
@@ -85,6 +51,8 @@ def output(arg: str) -> Iterator[IO[bytes]]:
 
 
 def cmd_build_export(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import transfer
+
     with output(args.output) as out:
         data = transfer.export_build(root.require_initialized(), args.build_id, out)
     return finish_export(data, args.output, f"exported {data['id']}")
@@ -93,11 +61,13 @@ def cmd_build_export(root: DeployRoot, args: argparse.Namespace) -> Result:
 def finish_export(data: dict[str, Any], dest: str, text: str) -> Result:
     if dest == "-":
         print(f"{text} to stdout", file=sys.stderr)
-        return {**data, WROTE_STDOUT: True}, "", 0
+        return {**data, "wrote_stdout": True}, "", 0
     return {**data, "output": dest}, f"{text} to {dest}", 0
 
 
 def cmd_build_import(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import transfer
+
     name = "stdin" if args.file == "-" else args.file
     source = transfer.open_input(args.file)
     try:
@@ -109,6 +79,8 @@ def cmd_build_import(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def cmd_release_export(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import transfer
+
     release, data = transfer.export_release(root.require_initialized(), args.release_id)
     with output(args.output) as out:
         out.write(data)
@@ -117,6 +89,8 @@ def cmd_release_export(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def cmd_release_import(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import transfer
+
     name = "stdin" if args.file == "-" else args.file
     with contextlib.closing(transfer.open_input(args.file)) as source:
         data = source.read()
@@ -126,26 +100,24 @@ def cmd_release_import(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def cmd_status(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import status as st
+
     data = st.status(root)
     return data, st.format_status(data), 0
 
 
-def if_changed(command: Command) -> Command:
+def run_if_changed(command: Command, root: DeployRoot, args: argparse.Namespace) -> Result:
     """command, but with --if-changed a no-op when it would repeat the current release."""
+    from supervisord_lite.brr import unchanged
 
-    def run(root: DeployRoot, args: argparse.Namespace) -> Result:
-        if not getattr(args, "if_changed", False):
-            return command(root, args)
-        root.require_initialized()
-        with root.locked():
-            same = unchanged.current_if_equal(root, args)
-        if same is None:
-            data, text, code = command(root, args)
-            return {**data, "unchanged": False}, text, code
-        data = {"id": same.id, "build": same.build, "unchanged": True}
-        return data, f"{same.id} (unchanged: current has this build, config and formation)", 0
-
-    return run
+    root.require_initialized()
+    with root.locked():
+        same = unchanged.current_if_equal(root, args)
+    if same is None:
+        data, text, code = command(root, args)
+        return {**data, "unchanged": False}, text, code
+    data = {"id": same.id, "build": same.build, "unchanged": True}
+    return data, f"{same.id} (unchanged: current has this build, config and formation)", 0
 
 
 COMMANDS: dict[str, Command] = {

@@ -25,25 +25,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-import anyio
-
-from supervisord_lite.daemon.ctl import add_client_commands, count_arg, run_client_command
-from supervisord_lite.daemon.logfiles import LogFiles
-from supervisord_lite.daemon.main import Daemon
-from supervisord_lite.daemon.output import Output
-from supervisord_lite.daemon.pidfile import hold_daemon_lock
-from supervisord_lite.daemon.process import Services
-from supervisord_lite.daemon.ready import ReadyRegistry
-from supervisord_lite.daemon.reaper import Reaper, become_subreaper, kill_previous
-from supervisord_lite.daemon.spawn import base_env
-from supervisord_lite.daemon.startup import load_first
-from supervisord_lite.declaration import RUNTIME_ENV
+from supervisord_lite.client.ctl import add_client_commands, count_arg, run_client_command
 from supervisord_lite.errors import BadInput, BrrError, ConfigMissing
 from supervisord_lite.layout import resolve_root
 
+# The daemon's modules (and anyio, psutil, yaml with them) are imported in run_daemon,
+# not here: the client subcommands and --help answer without loading any of them.
 if TYPE_CHECKING:
     from supervisord_lite.daemon.bus import EventBus
+    from supervisord_lite.daemon.logfiles import LogFiles
+    from supervisord_lite.daemon.output import Output
     from supervisord_lite.daemon.plugins import Plugin, PluginRunner
+    from supervisord_lite.daemon.ready import ReadyRegistry
 
 PROG = "supervisord-lite"
 JSON_COMMANDS = ("status",)
@@ -159,7 +152,20 @@ def hold_early_signals() -> list[int]:
 
 
 def run_daemon(args: argparse.Namespace) -> int:
+    import anyio
+
+    from supervisord_lite.daemon.limits import raise_nofile
+    from supervisord_lite.daemon.main import Daemon
+    from supervisord_lite.daemon.output import Output
+    from supervisord_lite.daemon.pidfile import hold_daemon_lock
+    from supervisord_lite.daemon.reaper import Reaper, become_subreaper, kill_previous
+    from supervisord_lite.daemon.services import Services
+    from supervisord_lite.daemon.spawn import base_env
+    from supervisord_lite.daemon.startup import load_first
+    from supervisord_lite.declaration import RUNTIME_ENV
+
     pending = hold_early_signals()
+    raise_nofile()  # scale 600 must not run the daemon out of descriptors (limits.py)
     root = resolve_root(args.root)
     if not root.path.is_dir():
         raise ConfigMissing(f"deploy root {root.path} does not exist")
@@ -199,6 +205,8 @@ def log_files(args: argparse.Namespace, default_dir: Path) -> LogFiles | None:
             raise BadInput("--log-max-bytes and --log-keep need --log-files or --log-dir")
         return None
     log_dir.mkdir(parents=True, exist_ok=True)
+    from supervisord_lite.daemon.logfiles import LogFiles
+
     return LogFiles(
         log_dir,
         max_bytes=DEFAULT_LOG_MAX_BYTES if args.log_max_bytes is None else args.log_max_bytes,
@@ -226,6 +234,8 @@ def plugin_runners(bus: EventBus, plugins: Mapping[str, Plugin]) -> list[PluginR
 
 
 def ready_registry(plugins: Mapping[str, Plugin]) -> ReadyRegistry:
+    from supervisord_lite.daemon.ready import ReadyRegistry
+
     registry = ReadyRegistry()
     if not plugins:
         return registry

@@ -107,6 +107,15 @@ def optional_str(req: dict[str, Any], key: str) -> str | None:
     return value or None
 
 
+def target_arg(req: dict[str, Any]) -> str | None:
+    """A process or type to act on; absent (or null) means all, an empty name nothing:
+    `stop "$UNSET_VAR"` must not stop everything."""
+    value = optional_str(req, "target")
+    if req.get("target") is not None and not req["target"].strip():
+        raise BadRequest("target is empty: name a process or type, or leave it out for all")
+    return value
+
+
 def int_arg(req: dict[str, Any], key: str, default: int, high: int) -> int:
     value = req.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
@@ -134,15 +143,15 @@ async def handle_reload(target: ControlTarget, req: dict[str, Any]) -> Reply:
 
 
 async def handle_restart(target: ControlTarget, req: dict[str, Any]) -> Reply:
-    return ok(affected=await target.restart(optional_str(req, "target")))
+    return ok(affected=await target.restart(target_arg(req)))
 
 
 async def handle_stop(target: ControlTarget, req: dict[str, Any]) -> Reply:
-    return ok(affected=await target.stop(optional_str(req, "target")))
+    return ok(affected=await target.stop(target_arg(req)))
 
 
 async def handle_start(target: ControlTarget, req: dict[str, Any]) -> Reply:
-    return ok(affected=await target.start(optional_str(req, "target")))
+    return ok(affected=await target.start(target_arg(req)))
 
 
 async def handle_logs(target: ControlTarget, req: dict[str, Any]) -> Reply:
@@ -308,8 +317,10 @@ async def serve_control(
             while True:
                 try:
                     stream = await listener.accept()
-                except OSError as exc:  # EMFILE and friends: wait for a descriptor to free
-                    log.warning("control: accept failed: %s", exc)
+                except (OSError, anyio.BrokenResourceError) as exc:
+                    # EMFILE and friends (anyio wraps them in BrokenResourceError): wait
+                    # for a descriptor to free, the daemon and its processes run on
+                    log.warning("control: accept failed: %s", exc.__cause__ or exc)
                     await anyio.sleep(ACCEPT_BACKOFF)
                     continue
                 if active >= max_clients:

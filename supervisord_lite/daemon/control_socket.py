@@ -4,7 +4,9 @@ The socket is bound to a temp name, chmod 0600, and only then listens and is ren
 over the final name: there is no moment when anyone but us can connect, and no umask
 fiddling (the umask is process-wide, shared with threads). A socket file left by a
 dead daemon is replaced by that rename; one that still answers is another live daemon
-and is left alone. On exit the file is removed only if it is still ours.
+and is left alone. On exit the file is removed only if it is still ours. Neither run/
+nor the socket's name is followed through a symlink (nofollow.py): a planted one could
+lead a client's `shutdown` to another root's daemon.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import socket
 from pathlib import Path
 
 from supervisord_lite.errors import OperationFailed
+from supervisord_lite.nofollow import PlantedLink, open_dir, socket_path_fd
 
 # sessions served at once (control.py), and so the listen backlog
 MAX_CLIENTS = 256
@@ -24,11 +27,18 @@ MAX_SUN_PATH = 107
 
 
 def probe_live(path: Path) -> bool:
-    """True if a daemon still answers on path; a dead one's file refuses connections."""
+    """True if a daemon still answers on path; a dead one's file refuses connections.
+
+    A symlink there is not followed (it could lead to another root's daemon): it is
+    not a live daemon of ours, and the rename in bind_control_socket replaces it.
+    """
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(1.0)
         try:
-            sock.connect(str(path))
+            with socket_path_fd(path) as name:
+                sock.connect(name)
+        except PlantedLink:
+            return False
         except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
             return False
         except (TimeoutError, BlockingIOError):
@@ -51,7 +61,8 @@ def bind_control_socket(
         raise OperationFailed(f"control socket path too long for a Unix socket: {path}")
     if probe_live(path):
         raise OperationFailed(f"another daemon is serving the control socket {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # run/ itself must be ROOT's own directory, not a symlink to another root's
+    os.close(open_dir(path.parent.parent, path.parent.name, create=True))
     temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
     if len(os.fsencode(temp)) > MAX_SUN_PATH:
         temp = path.with_name(f".c{secrets.token_hex(4)}")
@@ -75,6 +86,6 @@ def bind_control_socket(
 
 def remove_if_ours(path: Path, ours: os.stat_result) -> None:
     with contextlib.suppress(OSError):
-        st = os.stat(path)
+        st = os.lstat(path)
         if (st.st_dev, st.st_ino) == (ours.st_dev, ours.st_ino):
             os.unlink(path)

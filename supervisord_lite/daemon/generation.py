@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 import anyio
 import anyio.abc
 
-from supervisord_lite.daemon.process import Process, Services
+from supervisord_lite.daemon.process import Process
+from supervisord_lite.daemon.services import Services
 from supervisord_lite.daemon.states import ProcState
 from supervisord_lite.manifest import Release
 

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 import anyio
 
 from supervisord_lite.daemon.bus import HeldSocketIgnored, ProcessExited, ProcessReady
-from supervisord_lite.daemon.process import Services
+from supervisord_lite.daemon.services import Services
 
 log = logging.getLogger("supervisord_lite.daemon")
 

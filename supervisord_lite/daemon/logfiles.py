@@ -11,14 +11,13 @@ name afresh: rotation by rename with no copytruncate, so no line is lost.
 Writes are plain blocking writes to a local file from the output task; a line is at most
 64 KiB (output.py splits longer ones), so a write never stalls the loop for long. A file
 that cannot be written (disk full, permissions) is reported once per file and skipped:
-stdout (journald) still has every line.
+stdout (journald) still has every line. Neither the directory nor a file is followed
+through a symlink (nofollow.py: the daemon runs as root, and anyone who can write to
+ROOT/logs could point `web.1.log` at /etc/passwd); a rotation renames and unlinks by
+the directory's fd. A symlink at `--log-dir` itself is refused the same way.
 
-The reading side is here too, for `supervisord-lite logs NAME` when no daemon runs:
-`tail_lines` and `follow_lines`, which follows a name the way `tail -F` does. Following
-polls (POLL_INTERVAL): inotify is not in the stdlib, and a short-lived client polling
-one local file costs nothing. A rotation is seen as the name now being another file
-with data in it: the writer has moved to it by then, so the old one is read to its end
-first and no line written around the rotation is lost.
+The reading side, for `supervisord-lite logs NAME` when no daemon runs, is
+client/logread.py.
 """
 
 from __future__ import annotations
@@ -26,15 +25,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from supervisord_lite import nofollow
+from supervisord_lite.nofollow import PlantedLink
+
 log = logging.getLogger(__name__)
 
-POLL_INTERVAL = 0.2
-READ_BLOCK = 64 * 1024
 
 
 @dataclass
@@ -64,31 +62,41 @@ class LogFiles:
                 current = self._open_file(name)
             os.write(current.fd, line)
             current.size += len(line)
-        except OSError as exc:
+        except (OSError, PlantedLink) as exc:
             if name not in self._broken:
                 self._broken.add(name)
-                log.error("log file of %s: %s; its lines still go to stdout", name, exc.strerror)
+                reason = exc.message if isinstance(exc, PlantedLink) else exc.strerror
+                log.error("log file of %s: %s; its lines still go to stdout", name, reason)
             self._close(name)
         else:
             self._broken.discard(name)
 
     def _open_file(self, name: str) -> OpenLog:
-        fd = os.open(self.path(name), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        rel = f"{self.directory.name}/{self.path(name).name}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        fd = nofollow.open_file(self.directory.parent, rel, flags, 0o640)
         entry = OpenLog(fd, os.fstat(fd).st_size)
         self._open[name] = entry
         return entry
 
     def _rotate(self, name: str) -> None:
         self._close(name)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path(name, self.keep))
-        for n in range(self.keep - 1, 0, -1):
+        dir_fd = nofollow.open_dir(self.directory.parent, self.directory.name)
+        try:
             with contextlib.suppress(FileNotFoundError):
-                os.rename(self.path(name, n), self.path(name, n + 1))
-        if self.keep > 0:
-            os.rename(self.path(name), self.path(name, 1))
-        else:
-            os.unlink(self.path(name))
+                os.unlink(self.path(name, self.keep).name, dir_fd=dir_fd)
+            for n in range(self.keep - 1, 0, -1):
+                with contextlib.suppress(FileNotFoundError):
+                    older, newer = self.path(name, n).name, self.path(name, n + 1).name
+                    os.rename(older, newer, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            current = self.path(name).name
+            if self.keep > 0:
+                first = self.path(name, 1).name
+                os.rename(current, first, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            else:
+                os.unlink(current, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def _close(self, name: str) -> None:
         entry = self._open.pop(name, None)
@@ -103,88 +111,3 @@ class LogFiles:
 
     def close(self) -> None:
         self.reopen()
-
-
-# --- reading, for `logs NAME` without a daemon -------------------------------------------
-
-
-def tail_lines(path: Path, n: int) -> list[bytes]:
-    """The last n lines of path (without their newlines), reading only what it needs."""
-    with open(path, "rb") as f:
-        return _tail_of(f.fileno(), n, os.fstat(f.fileno()).st_size)
-
-
-def _tail_of(fd: int, n: int, end: int) -> list[bytes]:
-    if n <= 0:
-        return []
-    data = b""
-    # n + 1 newlines: the one ending the last line, and the one before the first line
-    while end > 0 and data.count(b"\n") <= n:
-        start = max(0, end - READ_BLOCK)
-        data = os.pread(fd, end - start, start) + data
-        end = start
-    return data.splitlines()[-n:]
-
-
-def follow_lines(path: Path, n: int, *, poll: float = POLL_INTERVAL) -> Iterator[bytes]:
-    """The last n lines of path, then every line appended to that name, forever.
-
-    Like `tail -F`: when the name is another file (a rotation renamed the old one), the
-    new one is taken once it has data: the writer has moved to it by then, so the old
-    one is read to its end first and no line written around the rotation is lost. A
-    file that shrank (truncated) is read again from its start. A line is yielded once
-    whole; a last line with no newline, in a file left behind, as it is. Raises OSError
-    when path cannot be opened at the start.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        offset = os.fstat(fd).st_size
-        partial = b""
-        if offset and os.pread(fd, 1, offset - 1) != b"\n":  # caught in mid-write
-            *tail, partial = _tail_of(fd, n + 1, offset)
-            yield from tail[-n:] if n else []
-        else:
-            yield from _tail_of(fd, n, offset)
-        while True:
-            data = _read_from(fd, offset)
-            if data:
-                offset += len(data)
-                *whole, partial = (partial + data).split(b"\n")
-                yield from whole
-                continue
-            if os.fstat(fd).st_size < offset:
-                offset = 0
-                continue
-            moved = _open_if_moved(fd, path)
-            if moved is None:
-                time.sleep(poll)
-                continue
-            *whole, partial = (partial + _read_from(fd, offset)).split(b"\n")
-            yield from whole
-            if partial:
-                yield partial
-            os.close(fd)
-            fd, offset, partial = moved, 0, b""
-    finally:
-        os.close(fd)
-
-
-def _read_from(fd: int, offset: int) -> bytes:
-    chunks: list[bytes] = []
-    while chunk := os.pread(fd, READ_BLOCK, offset):
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)
-
-
-def _open_if_moved(held: int, path: Path) -> int | None:
-    """An fd on path if path is now a file other than held's, with data in it."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    new, old = os.fstat(fd), os.fstat(held)
-    if (new.st_dev, new.st_ino) != (old.st_dev, old.st_ino) and new.st_size > 0:
-        return fd
-    os.close(fd)
-    return None

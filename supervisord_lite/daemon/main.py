@@ -2,8 +2,8 @@
 
 Task tree (structured concurrency: cancellation is the stop path):
 
-    root        output (one writer, and one reader of every child's pipe in one epoll
-                set), reaper (SIGCHLD, children.json), signals, control socket,
+    root        output (one writer; pipes.py: one reader of every child's pipe in one
+                epoll set), reaper (SIGCHLD, children.json), signals, control socket,
                 systemd watchdog, --watch
       plugins   one runner per plugin, fed by the bus
         gens    one task per live generation -> one task per process (sleeping on its
@@ -44,8 +44,8 @@ from supervisord_lite.daemon.control import serve_control
 from supervisord_lite.daemon.heldsocket import HeldSocketCheck
 from supervisord_lite.daemon.notify import SystemdNotifier, Vitals, run_watchdog
 from supervisord_lite.daemon.output import Output
-from supervisord_lite.daemon.process import Services
 from supervisord_lite.daemon.requests import ProcessCommand, Reload, Verb
+from supervisord_lite.daemon.services import Services
 from supervisord_lite.daemon.startup import Start, seal_inherited_fds
 from supervisord_lite.daemon.supervisor import Supervisor
 from supervisord_lite.layout import DeployRoot

@@ -1,16 +1,9 @@
-"""Child output -> `web.1 | line` on the daemon's stdout, rings for `logs`, live followers.
+"""Every line -> `web.1 | line` on the daemon's stdout (one writer thread), rings for
+`logs`, live followers of `logs -f`.
 
 Choices, and what was rejected:
-- One reader for every child: the pipes are registered in one epoll set, which the
-  reader task awaits; each wake-up reads at most CHUNK bytes from each pipe that has
-  data, so a flooding child gets its turn like every other and cannot starve them. A
-  reader task per child was rejected: with its task group, cancel scope and events it
-  cost about 4 KiB and a few task switches per child, for pipes that are silent most of
-  the time; a registered pipe costs one small record. The process task hands its pipe
-  over (`watch`) and, after the exit, waits a bounded time for its end (`wait_eof`).
-- A line longer than MAX_LINE is split into lines of MAX_LINE bytes as it arrives, so a
-  10 MB line costs 64 KiB of memory, not 10 MB, and nothing the child wrote is lost
-  (truncating was rejected for that reason).
+- The children's pipes are read by pipes.py (one epoll reader, line framing, the end of
+  a pipe); every line it frames comes here through `emit`, like the daemon's own lines.
 - The daemon never blocks on its own stdout: lines are queued in memory and one writer
   task hands them to a worker thread in batches. If stdout is slower than the children
   (a stuck journald, a paused terminal), the queue is capped and the excess lines are
@@ -32,22 +25,19 @@ Choices, and what was rejected:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 from collections import deque
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectSendStream
 
 from supervisord_lite.daemon.logfiles import LogFiles
+from supervisord_lite.daemon.pipes import MAX_LINE, Pipe, Pipes
 
-CHUNK = 64 * 1024
-PASS_BUDGET = 1024 * 1024  # bytes read between two checkpoints of the reader
-EOF_PEEK = 4  # chunks read at once when a child has exited, before waiting for the rest
-MAX_LINE = 64 * 1024
+__all__ = ["MAX_LINE", "Output", "Pipe", "Ring"]
+
 RING = 1000
 RING_BYTES = 1024 * 1024  # per process: 1000 lines of 64 KiB would be 64 MiB
 RING_BYTES_ALL = 8 * 1024 * 1024
@@ -74,20 +64,6 @@ class Ring:
             self._chars -= len(self.lines.popleft())
 
 
-class Pipe:
-    """The read end of one child's output, while Output reads it."""
-
-    __slots__ = ("eof", "fd", "name", "open", "partial", "release")
-
-    def __init__(self, name: str, fd: int, release: str | None = None) -> None:
-        self.name = name
-        self.fd = fd
-        self.release = release
-        self.partial = b""  # the start of a line whose end has not come yet
-        self.open = True
-        self.eof: anyio.Event | None = None  # only while someone waits for the end
-
-
 class Output:
     """Every line of every child passes through `emit`."""
 
@@ -104,9 +80,7 @@ class Output:
         self._closing = False
         self._drained = anyio.Event()
         self._wake = anyio.Event()
-        self._pipes: dict[int, Pipe] = {}
-        self._generations: dict[str, int] = {}  # release -> its open pipes
-        self._epoll = select.epoll()
+        self.pipes = Pipes(self.emit)
 
     # --- producers ---------------------------------------------------------------------
 
@@ -115,7 +89,7 @@ class Output:
 
         release: the child's, shown while two generations live.
         """
-        label = f"{name} {release}" if release and len(self._generations) > 1 else name
+        label = f"{name} {release}" if release and self.pipes.releases() > 1 else name
         line = f"{label} | {text}"
         ring = self._rings.get(name)
         if ring is None:
@@ -129,96 +103,16 @@ class Output:
             self._feed(name, line)
 
     def watch(self, name: str, fd: int, release: str | None = None) -> Pipe:
-        """Read name's lines from the non-blocking fd from now on; Output owns fd now."""
-        pipe = Pipe(name, fd, release)
-        if release is not None:
-            self._generations[release] = self._generations.get(release, 0) + 1
-        self._pipes[fd] = pipe
-        self._epoll.register(fd, select.EPOLLIN)
-        return pipe
+        """Read name's lines from the non-blocking fd from now on (see Pipes.watch)."""
+        return self.pipes.watch(name, fd, release)
 
     async def wait_eof(self, pipe: Pipe, timeout: float) -> None:
-        """Wait until the pipe's end (at most timeout), then stop reading it in any case."""
-        for _ in range(EOF_PEEK):  # usually the end is there already: no need to wait
-            if not self._read(pipe):
-                break
-        if pipe.open:
-            pipe.eof = anyio.Event()
-            with anyio.move_on_after(timeout):
-                await pipe.eof.wait()
-        self.unwatch(pipe)
+        """Wait until the pipe's end, at most timeout (see Pipes.wait_eof)."""
+        await self.pipes.wait_eof(pipe, timeout)
 
     def unwatch(self, pipe: Pipe) -> None:
-        """Stop reading the pipe and close it; what it held back is emitted. Idempotent."""
-        if not pipe.open:
-            return
-        pipe.open = False
-        del self._pipes[pipe.fd]
-        # closed already when a crash cancels the reader before the process tasks
-        with contextlib.suppress(ValueError):
-            self._epoll.unregister(pipe.fd)
-        os.close(pipe.fd)
-        if pipe.partial:
-            self.emit(pipe.name, self._decode(pipe.partial), release=pipe.release)
-            pipe.partial = b""
-        self._forget_pipe_of(pipe.release)
-        if pipe.eof is not None:
-            pipe.eof.set()
-
-    def _forget_pipe_of(self, release: str | None) -> None:
-        if release is None:
-            return
-        left = self._generations.get(release, 0) - 1
-        if left > 0:
-            self._generations[release] = left
-        else:
-            self._generations.pop(release, None)
-
-    async def _run_reader(self) -> None:
-        while True:
-            await anyio.wait_readable(self._epoll.fileno())
-            taken = 0
-            for fd, _events in self._epoll.poll(0):
-                pipe = self._pipes.get(fd)  # None: unwatched since the poll
-                if pipe is not None:
-                    taken += self._read(pipe)
-                if taken >= PASS_BUDGET:  # many flooding children: let the others run
-                    taken = 0
-                    await anyio.lowlevel.checkpoint()
-
-    def _read(self, pipe: Pipe) -> int:
-        """Read one chunk of the pipe and emit its whole lines; the bytes read."""
-        if not pipe.open:
-            return 0
-        try:
-            data = os.read(pipe.fd, CHUNK)
-        except BlockingIOError:
-            return 0
-        except OSError:
-            data = b""
-        if not data:
-            self.unwatch(pipe)
-            return 0
-        *lines, rest = data.split(b"\n")
-        for piece in lines:
-            if pipe.partial:
-                piece, pipe.partial = pipe.partial + piece, b""
-            self._emit_split(pipe, piece)
-        partial = pipe.partial + rest if pipe.partial else rest
-        while len(partial) >= MAX_LINE:
-            self.emit(pipe.name, self._decode(partial[:MAX_LINE]), release=pipe.release)
-            partial = partial[MAX_LINE:]
-        pipe.partial = partial
-        return len(data)
-
-    def _emit_split(self, pipe: Pipe, line: bytes) -> None:
-        for start in range(0, max(len(line), 1), MAX_LINE):
-            text = self._decode(line[start : start + MAX_LINE])
-            self.emit(pipe.name, text, release=pipe.release)
-
-    @staticmethod
-    def _decode(data: bytes) -> str:
-        return data.decode("utf-8", "replace").rstrip("\r")
+        """Stop reading the pipe and close it (see Pipes.unwatch)."""
+        self.pipes.unwatch(pipe)
 
     # --- the writer ----------------------------------------------------------------------
 
@@ -237,13 +131,10 @@ class Output:
 
         A stdout that fails (EPIPE: the reader went away) loses lines, never the daemon.
         """
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._run_reader)
-                await self._run_writing()
-                tg.cancel_scope.cancel()
-        finally:
-            self._epoll.close()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.pipes.run)
+            await self._run_writing()
+            tg.cancel_scope.cancel()
 
     async def _run_writing(self) -> None:
         writing = False
@@ -297,8 +188,7 @@ class Output:
             self._files.reopen()
 
     def close(self) -> None:
-        for pipe in list(self._pipes.values()):
-            self.unwatch(pipe)
+        self.pipes.close()
         if self._files is not None:
             self._files.close()
 

@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from supervisord_lite import nofollow
 from supervisord_lite.errors import OperationFailed
 from supervisord_lite.fsatomic import write_file
 from supervisord_lite.layout import DeployRoot
@@ -29,8 +30,8 @@ def lock_path(root: DeployRoot) -> os.PathLike[str]:
 @contextmanager
 def hold_daemon_lock(root: DeployRoot) -> Iterator[None]:
     """Hold the daemon lock and the pidfile; OperationFailed if another daemon runs."""
-    root.run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path(root), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    # never through a planted symlink: root would create its target (nofollow.py)
+    fd = nofollow.open_file(root.path, "run/daemon.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

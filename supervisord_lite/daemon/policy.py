@@ -17,6 +17,7 @@ the cool-off it gets one more try (and is FATAL again if that fails). A process 
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,3 +111,20 @@ def after_exit(
         return Decision(ProcEvent.GIVE_UP, new, now + fatal_cooloff, error)
     delay = restart_delay(crashes, free_first=free_first, cap=max_backoff, jitter=jitter)
     return Decision(ProcEvent.RETRY, new, now + delay, error)
+
+
+def exit_line(
+    name: str, code: int, decision: Decision, *, policy: str, fatal_cooloff: float, now: float
+) -> tuple[int, str]:
+    """What the daemon's log says about a decision: (logging level, one line)."""
+    match decision.event:
+        case ProcEvent.DONE:
+            return logging.INFO, f"{name}: exited with code {code}; restart policy {policy}"
+        case ProcEvent.GIVE_UP:
+            return logging.ERROR, (
+                f"{name}: FATAL after {decision.streak.failures} failed starts in a row "
+                f"({decision.error}); next try in {fatal_cooloff:g} s"
+            )
+        case _:
+            delay = decision.resume_at - now
+            return logging.INFO, f"{name}: exited with code {code}; restarting in {delay:.2f} s"

@@ -10,7 +10,7 @@ Timers belong to this task alone and exist only while needed: the backoff before
 restart, the fatal cool-off, the ready timeout, the stop timeout. An idle RUNNING
 process has no timer and no other task: its task sleeps on its child's pidfd, inside a
 cancel scope to which a stop request gives a deadline (the stop signal itself is sent at
-once, see _stop_child); the child's output is read by the one reader in output.py.
+once, see _stop_child); the child's output is read by the one reader in pipes.py.
 Helper tasks per child (a stopper, a readiness task, a pump) were rejected: with their
 task groups, scopes and events they cost several KiB and many task switches per child,
 and the daemon's spawn time and memory at 500 processes are both judged against
@@ -20,67 +20,40 @@ anyway.
 
 What an exit leads to (restart now, back off, FATAL, done) is policy.py, a pure function
 of the exit, the streak and the clock (Services.clock); this task only carries it out.
+What belongs to one start (the child, its times, a stop asked, a failed readiness
+check) is one Attempt record (attempt.py), made afresh at each start; what stays here is
+the operator's intent (wanted, kicked, retired) and the state.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import anyio
 
+from supervisord_lite.daemon.attempt import Attempt, spawn_child
 from supervisord_lite.daemon.bus import (
-    EventBus,
     ProcessExited,
     ProcessFatal,
     ProcessReady,
     ProcessSpawned,
     ProcessStateChanged,
 )
-from supervisord_lite.daemon.notify import ChildNotify, open_child_notify
-from supervisord_lite.daemon.output import Output
-from supervisord_lite.daemon.policy import Exit, Streak, after_exit
-from supervisord_lite.daemon.ready import ReadyContext, ReadyFailed, ReadyRegistry
-from supervisord_lite.daemon.reaper import Reaper, killpg
-from supervisord_lite.daemon.sockets import SocketPool
-from supervisord_lite.daemon.spawn import Child, child_env, plan, spawn
+from supervisord_lite.daemon.policy import Exit, Streak, after_exit, exit_line
+from supervisord_lite.daemon.ready import ReadyContext, ReadyFailed
+from supervisord_lite.daemon.ready_notify import ChildNotify, open_child_notify
+from supervisord_lite.daemon.services import Services
+from supervisord_lite.daemon.spawn import Child
 from supervisord_lite.daemon.states import RESTING, ProcEvent, ProcState, next_state
-from supervisord_lite.layout import DeployRoot
 from supervisord_lite.manifest import ProcessSpec, Release
 
 log = logging.getLogger(__name__)
 
 DRAIN = 2.0  # how long the output of a dead child may still be read
-
-
-@dataclass
-class Services:
-    """What every process task shares: one of each, owned by the daemon."""
-
-    root: DeployRoot
-    output: Output
-    reaper: Reaper
-    ready: ReadyRegistry
-    base_env: dict[str, str]
-    sockets: SocketPool = field(default_factory=SocketPool)
-    bus: EventBus = field(default_factory=EventBus)
-    max_backoff: float = 30.0
-    clock: Callable[[], float] = time.monotonic  # the policy's time; tests give their own
-    notes: dict[int, str] = field(default_factory=dict)  # pid -> a warning for `status`
-    _app_dirs: dict[str, Path] = field(default_factory=dict)
-
-    def app_dir(self, build: str) -> Path:
-        """The working directory of a build's processes: one Path for all 500 of them."""
-        found = self._app_dirs.get(build)
-        if found is None:
-            found = self._app_dirs[build] = self.root.build_app(build)
-        return found
 
 
 @dataclass(eq=False, slots=True)
@@ -93,28 +66,26 @@ class Process:
     index: int
     on_change: Callable[[Process], None] = lambda p: None
     state: ProcState = ProcState.STOPPED
-    pid: int | None = None
     restarts: int = 0
     exit_code: int | None = None
     error: str | None = None  # why the last start failed, for status and switch
     streak: Streak = field(default_factory=Streak)  # exits and failed starts in a row
-    spawned_at: float = 0.0
-    ready_at: float = 0.0
+    attempt: Attempt = field(default_factory=Attempt)  # the current or the last start
     _want: bool = True
     _kicked: bool = False
     _retired: bool = False
     _resume_at: float = 0.0
     _wake: anyio.Event | None = None  # only while the task waits to start
-    _child: Child | None = None  # this attempt's child, until it is reaped
-    _waiter: anyio.CancelScope | None = None  # only while the task waits for the exit
-    _stop_asked: bool = False  # this attempt's child is to be stopped
-    _signalled_at: float | None = None  # when the stop signal went to this attempt's child
-    _not_ready: bool = False  # this attempt failed its readiness check
     _spawns: int = 0
     name: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.name = f"{self.spec.type}.{self.index}"
+
+    @property
+    def pid(self) -> int | None:
+        """The child's, from its spawn until its exit is handled."""
+        return self.attempt.pid
 
     @property
     def failures(self) -> int:
@@ -130,7 +101,7 @@ class Process:
         return self.state is ProcState.RUNNING or self.done()
 
     def uptime(self) -> float | None:
-        return round(time.monotonic() - self.spawned_at, 3) if self.pid else None
+        return round(time.monotonic() - self.attempt.spawned_at, 3) if self.pid else None
 
     # --- requests from outside -----------------------------------------------------------
 
@@ -169,16 +140,9 @@ class Process:
         otherwise cancel 500 waits, and unwinding them all in one pass of the loop, while
         the children die, takes long enough for their SIGCHLDs to fill the loop's wake-up
         socket. The task is not interrupted: it wakes when the child exits, or at the
-        deadline, and then escalates to SIGKILL (_escalate).
+        deadline, and then escalates to SIGKILL (Attempt.escalate).
         """
-        self._stop_asked = True
-        child = self._child
-        if child is None or child.exit_code is not None or self._signalled_at is not None:
-            return  # not spawned yet, or gone: _escalate does what is left
-        killpg(child.pid, self.spec.signal_number)
-        self._signalled_at = time.monotonic()
-        if self._waiter is not None:
-            self._waiter.deadline = anyio.current_time() + self.spec.stop_timeout
+        self.attempt.signal_stop(self.spec, self.services.reaper.signal_group)
 
     # --- the task -----------------------------------------------------------------------
 
@@ -195,8 +159,7 @@ class Process:
                 self._wake = None
                 continue
             self._kicked = False
-            self._stop_asked = self._not_ready = False
-            self._signalled_at = None
+            self.attempt = Attempt()
             self._apply(ProcEvent.START)
             if self.spec.ready.kind == "notify":
                 async with open_child_notify(self.name) as notify:
@@ -215,98 +178,75 @@ class Process:
         return None  # EXITED: its policy said leave it
 
     async def _run_child(self, notify: ChildNotify | None) -> None:
+        attempt = self.attempt
         try:
             child, ctx = self._spawn(notify)
         except (OSError, KeyError) as exc:
             self._after_exit(127, error=f"cannot spawn: {exc}")
             return
-        self._child = child
         output = self.services.output
         pipe = output.watch(self.name, child.output_fd, self.release.id)
         try:
             code = await self._wait_starting(child, ctx)
             del ctx  # its environment and paths are not kept for the whole run
-            if code is None and not self._stop_asked:
-                code = await self._wait_exit(child)  # RUNNING: the pidfd and nothing else
+            if code is None and not attempt.stop_asked:
+                code = await attempt.wait_exit(child)  # RUNNING: the pidfd and nothing else
             if code is None:
-                code = await self._escalate(child)
+                code = await attempt.escalate(
+                    child, self.name, self.spec, self.services.reaper.signal_group
+                )
             self.services.reaper.kill_leftovers(child.pid, self.name, self.release.id)
             # the pipe closes once every holder is dead; its last lines are worth a wait
             await output.wait_eof(pipe, DRAIN)
         finally:
             with anyio.CancelScope(shield=True):
                 child.reap_now()
-                self._child = None
+                attempt.child = None
                 self.services.reaper.discard(child.pid)
                 output.unwatch(pipe)
-        self.services.bus.publish(
-            ProcessExited(
-                self.name,
-                self.release.id,
-                child.pid,
-                exit_code=code if code >= 0 else None,
-                signal=-code if code < 0 else None,
-                expected=not self._want,
-            )
+        exited = ProcessExited(
+            self.name,
+            self.release.id,
+            child.pid,
+            exit_code=code if code >= 0 else None,
+            signal=-code if code < 0 else None,
+            expected=not self._want,
         )
+        self.services.bus.publish(exited)
         self._after_exit(code)
 
     def _spawn(self, notify: ChildNotify | None) -> tuple[Child, ReadyContext]:
         """Start the child; OSError (or KeyError for a socket not bound) when it cannot."""
-        fds = self.services.sockets.fds_for(self.spec, self.release.sockets)
-        env = child_env(
-            self.services.base_env,
-            self.release,
-            self.spec,
-            self.index,
-            socket_names=[name for name, _ in fds],
-            notify_address=notify.address if notify else None,
-        )
-        cwd = self.services.app_dir(self.release.build)
-        child = spawn(plan(self.name, self.spec.cmd, env, cwd, [fd for _, fd in fds]))
-        self.services.reaper.add(child.pid, self.name)
+        child, ctx = spawn_child(self.services, self.release, self.spec, self.index, notify)
         self._spawns += 1
         self.restarts = self._spawns - 1
-        self.pid, self.spawned_at, self.exit_code = child.pid, time.monotonic(), None
+        self.attempt.child, self.attempt.pid = child, child.pid
+        self.attempt.spawned_at, self.exit_code = time.monotonic(), None
         log.info("%s: spawned pid %d (%s)", self.name, child.pid, self.release.id)
         self.services.bus.publish(ProcessSpawned(self.name, self.release.id, child.pid))
-        return child, ReadyContext(self.name, cwd, env, notify)
+        return child, ctx
 
     async def _wait_starting(self, child: Child, ctx: ReadyContext) -> int | None:
         """Until ready: the exit code if it exited first, else None."""
-        check = self.spec.ready
+        check, attempt = self.spec.ready, self.attempt
         if check.kind == "after":
             if check.seconds <= 0:
                 self._ready()  # no timer to set and cancel, 500 times at a start
                 return None
             if check.seconds < self.spec.ready_timeout:
-                code = await self._wait_exit(child, check.seconds)
-                if code is None and not self._stop_asked:
+                code = await attempt.wait_exit(child, check.seconds)
+                if code is None and not attempt.stop_asked:
                     self._ready()
                 return code
-            code = await self._wait_exit(child, self.spec.ready_timeout)
-            if code is None and not self._stop_asked:
+            code = await attempt.wait_exit(child, self.spec.ready_timeout)
+            if code is None and not attempt.stop_asked:
                 self._not_ready_now(f"not ready within {self.spec.ready_timeout:g} s")
             return code
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._readiness, ctx)
-            code = await self._wait_exit(child)
+            code = await attempt.wait_exit(child)
             tg.cancel_scope.cancel()
         return code
-
-    async def _wait_exit(self, child: Child, timeout: float = math.inf) -> int | None:
-        """The exit code; None after the timeout (or the stop's), or when interrupted."""
-        if self._stop_asked:
-            return None
-        with anyio.move_on_after(timeout) as scope:
-            self._waiter = scope
-            try:
-                # not child.wait(): one coroutine less to keep for each RUNNING process
-                await anyio.wait_readable(child.pidfd)
-            finally:
-                self._waiter = None
-            return child.reap()
-        return None
 
     async def _readiness(self, ctx: ReadyContext) -> None:
         try:
@@ -318,12 +258,12 @@ class Process:
             self._not_ready_now(f"readiness check failed: {exc}")
         else:
             self._ready()
-            if self.state is ProcState.RUNNING and self._waiter is not None:
-                self._waiter.cancel()  # out of the task group: RUNNING needs none
+            if self.state is ProcState.RUNNING and self.attempt.waiter is not None:
+                self.attempt.waiter.cancel()  # out of the task group: RUNNING needs none
 
     def _ready(self) -> None:
         if self.state is ProcState.STARTING:
-            self.ready_at = self.services.clock()
+            self.attempt.ready_at = self.services.clock()
             self.streak = replace(self.streak, failures=0)
             self.error = None
             self._apply(ProcEvent.READY)
@@ -332,38 +272,21 @@ class Process:
 
     def _not_ready_now(self, reason: str) -> None:
         if self.state is ProcState.STARTING:
-            self._not_ready = True
+            self.attempt.not_ready = True
             self.error = reason
             log.warning("%s: %s; stopping it", self.name, reason)
             self._apply(ProcEvent.NOT_READY)
             self._stop_child()
 
-    async def _escalate(self, child: Child) -> int:
-        """The rest of the bounded escalation: SIGKILL once stop_timeout has passed."""
-        if self._signalled_at is None:  # asked before it was spawned
-            killpg(child.pid, self.spec.signal_number)
-            self._signalled_at = time.monotonic()
-        left = self._signalled_at + self.spec.stop_timeout - time.monotonic()
-        with anyio.move_on_after(left):
-            return await child.wait()
-        log.warning(
-            "%s: still running %g s after SIG%s; killing it",
-            self.name,
-            self.spec.stop_timeout,
-            self.spec.stop_signal,
-        )
-        killpg(child.pid, signal.SIGKILL)
-        return await child.wait()
-
     def _after_exit(self, code: int, *, error: str | None = None) -> None:
-        was = self.state
-        self.pid, self.exit_code = None, code
+        was, attempt = self.state, self.attempt
+        attempt.pid, self.exit_code = None, code
         if not self._want:
             log.info("%s: stopped (exit code %d)", self.name, code)
             self._apply(ProcEvent.HALTED)
             return
         decision = after_exit(
-            Exit(code, was, self._not_ready, self.ready_at, error),
+            Exit(code, was, attempt.not_ready, attempt.ready_at, error),
             self.streak,
             policy=self.spec.restart,
             now=self.services.clock(),
@@ -373,22 +296,15 @@ class Process:
         )
         self.streak, self.error = decision.streak, decision.error
         self._resume_at = decision.resume_at
-        match decision.event:
-            case ProcEvent.DONE:
-                log.info(
-                    "%s: exited with code %d; restart policy %s", self.name, code, self.spec.restart
-                )
-            case ProcEvent.GIVE_UP:
-                log.error(
-                    "%s: FATAL after %d failed starts in a row (%s); next try in %g s",
-                    self.name,
-                    self.failures,
-                    self.error,
-                    self.spec.fatal_cooloff,
-                )
-            case _:
-                delay = self._resume_at - self.services.clock()
-                log.info("%s: exited with code %d; restarting in %.2f s", self.name, code, delay)
+        level, line = exit_line(
+            self.name,
+            code,
+            decision,
+            policy=self.spec.restart,
+            fatal_cooloff=self.spec.fatal_cooloff,
+            now=self.services.clock(),
+        )
+        log.log(level, "%s", line)
         self._apply(decision.event)
         if decision.event is ProcEvent.GIVE_UP:
             self.services.bus.publish(ProcessFatal(self.name, self.release.id, self.failures))

@@ -40,7 +40,7 @@ import anyio
 import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from supervisord_lite.daemon.notify import ChildNotify
+from supervisord_lite.daemon.ready_notify import ChildNotify
 from supervisord_lite.manifest import ReadyCheck
 
 log = logging.getLogger(__name__)

@@ -21,6 +21,26 @@ Choices, and what was rejected:
   among the orphans we adopted, those whose environment says BRR_PROCESS/BRR_RELEASE of
   that process (with their subtrees). Scanning every process on the host was rejected:
   it costs O(host) per stop and could touch other roots' processes.
+- Escapes: a descendant that calls `setsid env -i ...` leaves the group and clears the
+  environment that tags it. Three nets catch it. (1) Before a process is signalled to
+  stop (signal_group), its whole tree is noted by walking the children files, O(tree):
+  whatever was under it then is killed with it, by pid and start time. (2) Orphans
+  reparented to us (we are the subreaper) that no live process can claim: when a
+  process ends, an orphan we had not seen before that is in its group, or is the
+  leader of a session of its own with no BRR_PROCESS (escaped), is its leftover: its
+  parent died at that exit or since the last look, and a process of ours that still
+  runs would have kept it as a descendant (net 1). Orphans seen and left are remembered
+  (`_known`), so an escape of another process is not charged to this one a second time.
+  (3) At shutdown every orphan that is tagged or escaped is killed, with its tree. What
+  stays undetectable: an escape whose parent died long before its own process ends,
+  while another process's end claimed nothing (it is then known and left until
+  shutdown), and a process that also left our tree by a setuid or a ptrace trick.
+  cgroups would close these holes (a cgroup per process, killed whole) but need a
+  delegated hierarchy we cannot count on.
+- The record is trusted for nothing: anyone in the deploy group can write run/. An
+  entry names a process to kill only if it proves to be one a daemon spawned
+  (recorded_child: pid == pgid == session, start time, uid, environment), and no group
+  below 2 is ever signalled (killpg).
 - After a SIGKILL of the daemon its children survive (they have their own sessions).
   The record: run/children.json lists every child's pid, pgid and start time, rewritten
   (temp + rename, no fsync: after a power loss nothing of ours runs anyway) by one task
@@ -45,13 +65,28 @@ import math
 import os
 import signal
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 import anyio
 import psutil
 
+from supervisord_lite.daemon.leftovers import kill_previous
+from supervisord_lite.daemon.proctree import (
+    descendants,
+    escaped,
+    is_zombie,
+    killpg,
+    listed_children,
+    session_of,
+    signal_pids,
+    start_ticks,
+    subtree,
+    tagged,
+    tagged_any,
+)
 from supervisord_lite.fsatomic import temp_name
+
+__all__ = ["Reaper", "become_subreaper", "is_zombie", "kill_previous", "killpg", "start_ticks"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +94,7 @@ PR_SET_CHILD_SUBREAPER = 36
 ORPHAN_GRACE = 0.5
 OWN_REAP_WAIT = 0.05  # a zombie of ours hides the others (no children file): look again
 RECORD_BATCH = 0.05
+SHUTDOWN_REAP = 1.0  # SIGKILLed orphans are gone in far less, unless stuck in the kernel
 
 
 def become_subreaper() -> bool:
@@ -67,16 +103,6 @@ def become_subreaper() -> bool:
         return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
-
-
-def listed_children() -> list[int] | None:
-    """Our direct children from /proc; None when the kernel does not list them."""
-    pid = os.getpid()
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children", "rb") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return None
 
 
 def direct_children() -> list[int]:
@@ -102,60 +128,6 @@ def reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def signal_pids(pids: Iterable[int], sig: int) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-
-
-def killpg(pgid: int, sig: int) -> bool:
-    """Signal a process group; False when the group is gone."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def subtree(pid: int) -> list[int]:
-    try:
-        proc = psutil.Process(pid)
-        return [pid, *(c.pid for c in proc.children(recursive=True))]
-    except psutil.Error:
-        return []
-
-
-def start_ticks(pid: int) -> int | None:
-    """When pid started, in clock ticks since boot: with the pid, names one process ever.
-
-    Read straight from /proc/<pid>/stat (field 22): psutil's create_time costs a few
-    times more, which 500 spawns in a burst feel.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def tagged(pid: int, name: str, release: str) -> bool:
-    try:
-        env = psutil.Process(pid).environ()
-    except psutil.Error:
-        return False
-    return env.get("BRR_PROCESS") == name and env.get("BRR_RELEASE") == release
-
-
 class Reaper:
     """Our own children (pid -> (name, start ticks)) and everything else we adopted."""
 
@@ -166,6 +138,9 @@ class Reaper:
         self._written: str | None = None  # the record as last written
         self._dirty = anyio.Event()
         self._sigchld = anyio.Event()
+        self._trees: dict[int, set[tuple[int, int]]] = {}  # pgid -> its tree when signalled
+        self._known: set[int] = set()  # orphans seen and left: they are not one's leftovers
+        self._write_error: int | None = None  # the errno of the last failed record write
 
     def add(self, pid: int, name: str) -> None:
         # the start time is read when the record is written, not here: at this moment the
@@ -182,23 +157,78 @@ class Reaper:
     def orphans(self) -> list[int]:
         return [pid for pid in direct_children() if pid not in self._ours]
 
+    def signal_group(self, pgid: int, sig: int) -> None:
+        """Signal a process's group, noting its whole tree first: a descendant that left
+        the group (setsid) is then killed with the rest by kill_leftovers."""
+        self._trees.setdefault(pgid, set()).update(descendants(pgid))
+        killpg(pgid, sig)
+
     def kill_leftovers(self, pgid: int, name: str, release: str) -> None:
-        """SIGKILL what remains of a process: its group, then its adopted orphans."""
+        """SIGKILL what remains of a process: its group, the tree noted when it was
+        signalled, and the orphans we adopted that are its own (see the module's header)."""
+        doomed = {pid for pid, ticks in self._trees.pop(pgid, set()) if start_ticks(pid) == ticks}
+        orphans = self.orphans()
+        for orphan in orphans:
+            known = orphan in self._known
+            if tagged(orphan, name, release) or (not known and self.left_by(orphan, pgid)):
+                doomed.update(subtree(orphan))
+            else:
+                self._known.add(orphan)
+        self._known.intersection_update(orphans)
         killpg(pgid, signal.SIGKILL)
+        doomed.difference_update({os.getpid(), *self._ours})
+        if doomed:
+            log.info("%s: killing %d leftover process(es) outside its group", name, len(doomed))
+            signal_pids(doomed, signal.SIGKILL)
+
+    def left_by(self, orphan: int, pgid: int) -> bool:
+        """An orphan first seen as pgid's process ends: of its group, or escaped."""
+        return (session_of(orphan) or (0, 0))[0] == pgid or escaped(orphan)
+
+    def kill_orphans(self) -> int:
+        """At shutdown: every adopted orphan of the release, tagged or escaped, with its
+        tree. What is left then is the daemon's own (a plugin's command)."""
+        doomed: set[int] = set()
         for orphan in self.orphans():
-            if tagged(orphan, name, release):
-                doomed = subtree(orphan)
-                log.info("%s: killing %d leftover process(es) outside its group", name, len(doomed))
-                signal_pids(doomed, signal.SIGKILL)
+            if escaped(orphan) or tagged_any(orphan):
+                doomed.update(subtree(orphan))
+        doomed.difference_update({os.getpid(), *self._ours})
+        signal_pids(doomed, signal.SIGKILL)
+        self._reap_killed(doomed, time.monotonic() + SHUTDOWN_REAP)
+        return len(doomed)
+
+    def _reap_killed(self, pids: set[int], deadline: float) -> None:
+        """Reap what kill_orphans killed: the reaping task is gone by then, and a daemon
+        run inside another program (the tests) must not leave it zombies."""
+        pending = set(pids)
+        while pending and time.monotonic() < deadline:
+            for pid in list(pending):
+                try:
+                    done, _ = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:  # not (or no longer) our child
+                    done = pid
+                if done:
+                    pending.discard(pid)
+            if pending:
+                time.sleep(0.01)
+        for pid in listed_children() or []:  # reparented to us as their parents died
+            if pid not in self._ours and is_zombie(pid):
+                reap(pid)
 
     async def run(self) -> None:
         """Reap adopted orphans on SIGCHLD, and keep run/children.json current."""
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._run_record)
-            tg.start_soon(self._run_reaping)
-            with anyio.open_signal_receiver(signal.SIGCHLD) as signals:
-                async for _ in signals:
-                    self._sigchld.set()  # a burst of SIGCHLD folds into one pass
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._run_record)
+                tg.start_soon(self._run_reaping)
+                with anyio.open_signal_receiver(signal.SIGCHLD) as signals:
+                    async for _ in signals:
+                        self._sigchld.set()  # a burst of SIGCHLD folds into one pass
+        finally:
+            # cancelled once every process has stopped: nothing of the release stays
+            killed = self.kill_orphans()
+            if killed:
+                log.info("killed %d process(es) that outlived the processes they came from", killed)
 
     async def _run_reaping(self) -> None:
         seen: dict[int, float] = {}  # zombie orphan -> when it was first seen
@@ -261,44 +291,30 @@ class Reaper:
         text = "[" + ", ".join(e for e in self._ours.values() if e) + "]"
         if text == self._written:
             return  # a child that came and went within one batch: a crash loop's restarts
-        tmp = temp_name(self._record.parent)
-        tmp.write_text(text)
-        os.replace(tmp, self._record)
+        try:
+            write_new(self._record, text.encode())
+        except OSError as exc:  # EMFILE, ENOSPC: the record lags; the processes run on
+            if self._write_error != exc.errno:
+                log.error("cannot write %s: %s; retrying at the next change", self._record, exc)
+            self._write_error = exc.errno
+            self._dirty.set()
+            return
+        self._write_error = None
         self._written = text
 
 
-def kill_previous(record: Path, builds: Path) -> int:
-    """At start: SIGKILL what a killed daemon left on this root. How many were killed."""
-    doomed: set[int] = set()
+def write_new(path: Path, data: bytes) -> None:
+    """Write a temp file (O_EXCL|O_NOFOLLOW: never a planted name) and rename it to path."""
+    tmp = temp_name(path.parent)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        entries = json.loads(record.read_text())
-    except (OSError, ValueError):
-        entries = []
-    for entry in entries if isinstance(entries, list) else []:
-        with contextlib.suppress(KeyError, TypeError, ValueError):
-            pid = int(entry["pid"])
-            ticks = start_ticks(pid)
-            if ticks is not None and ticks == entry["start_ticks"]:  # not a reused pid
-                killpg(int(entry["pgid"]), signal.SIGKILL)
-                doomed.update(subtree(pid))
-    doomed.update(strays(builds))
-    doomed.discard(os.getpid())
-    signal_pids(doomed, signal.SIGKILL)
-    record.unlink(missing_ok=True)
-    return len(doomed)
-
-
-def strays(builds: Path) -> set[int]:
-    """Processes of our uid running under builds/ with a BRR_PROCESS in their environment."""
-    found: set[int] = set()
-    uid = os.getuid()
-    prefix = str(builds) + os.sep
-    for proc in psutil.process_iter(["uids", "pid"]):
-        with contextlib.suppress(psutil.Error):
-            if proc.info["uids"] is None or proc.info["uids"].real != uid:
-                continue
-            if not (proc.cwd() + os.sep).startswith(prefix):
-                continue
-            if "BRR_PROCESS" in proc.environ():
-                found.update(subtree(proc.pid))
-    return found
+        fd = os.open(tmp, flags, 0o640)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

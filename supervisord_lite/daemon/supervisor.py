@@ -26,7 +26,7 @@ from supervisord_lite import refusals
 from supervisord_lite.daemon.bus import DaemonStopping, ReleaseLoaded, ReloadRejected
 from supervisord_lite.daemon.generation import Generation, NotReady, shared_address_checks
 from supervisord_lite.daemon.notify import SystemdNotifier, Vitals
-from supervisord_lite.daemon.process import Process, Services
+from supervisord_lite.daemon.process import Process
 from supervisord_lite.daemon.refusing import accept, refuse
 from supervisord_lite.daemon.requests import (
     DaemonEvent,
@@ -36,6 +36,7 @@ from supervisord_lite.daemon.requests import (
     Requests,
     next_daemon_state,
 )
+from supervisord_lite.daemon.services import Services
 from supervisord_lite.daemon.sockets import SocketBindError
 from supervisord_lite.daemon.startup import Fallback, load_last_good, load_manifest
 from supervisord_lite.daemon.states import ProcState
@@ -223,8 +224,8 @@ class Supervisor:
             await self._accepted(new)
         else:
             await self._refuse(new.id, self.last_switch.error or "the switch failed")
-        self.notifier.ready()
         self._tell_status()
+        self.notifier.ready()
 
     async def _refuse(self, release_id: str, reason: str) -> None:
         running = self.active.release.id if self.active else None
@@ -244,6 +245,9 @@ class Supervisor:
         text = status_text(self.state.value, self.active)
         if self.fallback is not None:
             text += "; " + self.fallback.text()
+        last = self.last_switch
+        if last is not None and not last.ok:  # until the next switch that works
+            text += f"; refused {last.to_id}: {last.error}"
         self.notifier.status(text)
 
     # --- switch.Host ------------------------------------------------------------------------

@@ -51,6 +51,12 @@ class Model:
             return None
         return self.releases[max(self.releases, key=lambda r: int(r[1:]))]
 
+    def base(self) -> ModelRelease | None:
+        """What config and scale start from: the current release, else the newest."""
+        if self.current is not None and self.current in self.releases:
+            return self.releases[self.current]
+        return self.newest()
+
     def add(self, release: ModelRelease) -> str:
         self.issued += 1
         rid = f"v{self.issued}"
@@ -111,7 +117,7 @@ class BrrMachine(RuleBasedStateMachine):
         args = ["config", "unset", key] if unset else ["config", "set", f"{key}={value}"]
         code, out = cli(self.root, *args)
         assert code == 0, out
-        base = self.model.newest()
+        base = self.model.base()
         assert base is not None
         config = dict(base.config)
         if unset:
@@ -125,7 +131,7 @@ class BrrMachine(RuleBasedStateMachine):
     def scale(self, web: int) -> None:
         code, out = cli(self.root, "scale", f"web={web}")
         assert code == 0, out
-        base = self.model.newest()
+        base = self.model.base()
         assert base is not None
         formation = {**base.formation, "web": web}
         assert out["id"] == self.model.add(ModelRelease(base.build, dict(base.config), formation))

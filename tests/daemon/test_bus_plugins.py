@@ -57,7 +57,7 @@ def test_events_serialize_with_their_kind() -> None:
         name="web.1", release="v2", pid=7, exit_code=None, signal=9, expected=False
     ).to_dict()
     assert data["event"] == "process_exited" and data["signal"] == 9 and "at" in data
-    assert len(EVENT_KINDS) == 12
+    assert len(EVENT_KINDS) == 13
 
 
 async def test_each_subscriber_gets_every_event_in_order() -> None:

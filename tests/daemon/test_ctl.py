@@ -22,9 +22,10 @@ import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from anyio.streams.memory import MemoryObjectSendStream
 
+from supervisord_lite.client.ctl import reload_outcome
+from supervisord_lite.client.status_view import format_status, format_uptime
 from supervisord_lite.daemon.cli import main
 from supervisord_lite.daemon.control import serve_control
-from supervisord_lite.daemon.ctl import format_status, format_uptime, reload_outcome
 from supervisord_lite.layout import DeployRoot
 from tests.helpers import DAEMON, wait_until
 

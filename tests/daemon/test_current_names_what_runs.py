@@ -160,7 +160,14 @@ def test_config_set_activate_wait_refused_leaves_current_on_what_runs(
     assert deployed.releases()["v4"]["refused"]
 
 
-def test_a_refused_sighup_is_recorded_and_reload_wait_fails(deployed: Deployed) -> None:
+def test_a_refused_sighup_is_recorded_and_reload_wait_fails(
+    deployed: Deployed, tmp_path: Path
+) -> None:
+    deployed.stop()
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(60)
+    deployed.start(notify=notify)
     out = run_brr(deployed.root, "activate", "v3", "--no-signal").stdout
     assert "the daemon was not signalled (--no-signal)" in out, out
     assert "no daemon running" not in out
@@ -180,6 +187,11 @@ def test_a_refused_sighup_is_recorded_and_reload_wait_fails(deployed: Deployed) 
     refused = deployed.status()["refused"]
     assert [r["id"] for r in refused] == ["v3"]
     assert "v3" in run_brr(deployed.root, "releases").stdout.splitlines()[1]
+    # systemd's STATUS= names the refused release until a switch works
+    with notify:
+        lines = receive_until(notify, "READY=1")  # the boot's
+        lines = receive_until(notify, "READY=1")  # the refused switch's
+    assert any(m.startswith("STATUS=") and "refused v3" in m for m in lines), lines
 
 
 def test_a_restart_after_a_refusal_nobody_could_undo_runs_last_good(

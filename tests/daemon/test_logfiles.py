@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
+from supervisord_lite.client.logread import follow_lines, tail_lines
 from supervisord_lite.daemon.cli import byte_size
-from supervisord_lite.daemon.logfiles import LogFiles, follow_lines, tail_lines
+from supervisord_lite.daemon.logfiles import LogFiles
 from tests.daemon.conftest import Root, proc
 from tests.helpers import DAEMON, python, wait_until
 

@@ -16,14 +16,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from supervisord_lite.daemon.notify import (
-    ChildNotify,
-    SystemdNotifier,
-    Vitals,
-    open_child_notify,
-    run_watchdog,
-    watchdog_usec,
-)
+from supervisord_lite.daemon.notify import SystemdNotifier, Vitals, run_watchdog, watchdog_usec
+from supervisord_lite.daemon.ready_notify import ChildNotify, open_child_notify
 from tests.daemon.conftest import Root, proc
 from tests.helpers import PY, SLEEP, until, wait_until
 

@@ -12,7 +12,6 @@ import anyio.abc
 import anyio.lowlevel
 import pytest
 
-from supervisord_lite.daemon.notify import open_child_notify
 from supervisord_lite.daemon.ready import (
     ReadyContext,
     ReadyFailed,
@@ -20,6 +19,7 @@ from supervisord_lite.daemon.ready import (
     http_status,
     split_host_port,
 )
+from supervisord_lite.daemon.ready_notify import open_child_notify
 from supervisord_lite.manifest import ReadyCheck
 from tests.helpers import PY, pid_alive, until
 

@@ -55,7 +55,10 @@ def test_crash_loop_goes_fatal_cheaply_and_is_retried(droot: Root, daemon: Any) 
     web = wait_until(
         lambda: (p := one(d, "web.1"))["state"] == "FATAL" and p, timeout=60, what="FATAL"
     )
-    assert web["restarts"] == 9  # 10 starts in all
+    # 10 starts in all; the daemon's own line says so (a poll on a loaded host may first
+    # see FATAL after a cool-off or two, when restarts is already past 9)
+    assert "web.1: FATAL after 10 failed starts in a row" in d.output()
+    assert web["restarts"] >= 9
     assert web["exit_code"] == 1
     cpu = psutil.Process(d.pid).cpu_times()
     assert cpu.user + cpu.system < 3.0, cpu  # the interpreter's own start is most of it

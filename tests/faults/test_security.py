@@ -18,7 +18,7 @@ import socket
 import stat
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +54,12 @@ WORKER = "import time\nprint('worker starting', flush=True)\ntime.sleep(1000)\n"
 
 
 class Daemon:
-    def __init__(self, root: Path, out: Path) -> None:
+    def __init__(self, root: Path, out: Path, extra: Sequence[str] = ()) -> None:
         self.root = root
         self.out = out
         with out.open("ab") as f:
             self.proc = subprocess.Popen(
-                [DAEMON, "run", "--root", str(root)],
+                [DAEMON, "run", "--root", str(root), *extra],
                 stdout=f,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -105,8 +105,10 @@ def daemons() -> Iterator[list[Daemon]]:
         d.stop()
 
 
-def start(daemons: list[Daemon], root: Path, out: Path, *, wait: bool = True) -> Daemon:
-    d = Daemon(root, out)
+def start(
+    daemons: list[Daemon], root: Path, out: Path, *, wait: bool = True, extra: Sequence[str] = ()
+) -> Daemon:
+    d = Daemon(root, out, extra)
     daemons.append(d)
     if wait:
         d.wait_running()

@@ -1,7 +1,7 @@
 """The control-client subcommands of `supervisord-lite`: status, reload, restart, stop,
 start, logs, shutdown. cli.py owns main() and `run`; this module adds the rest.
 
-Each subcommand is one request over the control socket through daemon_client, the
+Each subcommand is one request over the control socket through connection.py, the
 client shared with brr-release, so the protocol has one implementation on each side.
 The client is blocking and synchronous on purpose: it is a short-lived command, and an
 event loop would buy nothing.
@@ -11,8 +11,7 @@ Choices:
   (daemon not running, unknown process, a reload that did not take), 2 for bad usage.
 - `restart` and `stop` wait for the daemon to stop the processes, which may take their
   whole stop_timeout: they get a long client deadline, the others a short one.
-- `reload --wait` polls `status` every 0.1 s (the daemon pushes nothing to a client that
-  is not following logs, and a short command polling a local socket costs nothing). It
+- `reload --wait` polls `status` (settle.wait_settled, shared with `activate --wait`). It
   settles when the daemon is running and either finished a switch, rejected a release
   after the reload was sent, or already runs what `current` names; it succeeds only if
   the daemon then runs the release `current` names. The start time is taken before the
@@ -35,21 +34,25 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from supervisord_lite import daemon_client
-from supervisord_lite.daemon.logfiles import follow_lines, tail_lines
-from supervisord_lite.errors import BrrError, OperationFailed
+from supervisord_lite.client.connection import (
+    SHORT_TIMEOUT,
+    call,
+    daemon_pid,
+    fetch_status,
+    request_stream,
+)
+from supervisord_lite.client.logread import follow_lines, tail_lines
+from supervisord_lite.client.settle import NotSettled, wait_settled
+from supervisord_lite.client.status_view import cell, format_status
+from supervisord_lite.errors import BadInput, BrrError, OperationFailed
 from supervisord_lite.layout import DeployRoot, resolve_root
 
 PROG = "supervisord-lite"
-SHORT_TIMEOUT = 10.0
 LONG_TIMEOUT = 900.0  # restart/stop wait for stop_timeout escalations
 DEFAULT_WAIT = 300.0
-POLL_INTERVAL = 0.1
-COLUMNS = ("NAME", "STATE", "PID", "RESTARTS", "UPTIME", "RELEASE")
 
 
 def count_arg(text: str) -> int:
@@ -110,101 +113,7 @@ def run_client_command(args: argparse.Namespace) -> int:
         return 130
 
 
-def call(
-    root: DeployRoot, payload: dict[str, Any], timeout: float = SHORT_TIMEOUT
-) -> dict[str, Any]:
-    """One request; OperationFailed with the daemon's own message when it says no."""
-    reply = daemon_client.request(root.control_socket, payload, timeout=timeout)
-    if reply.get("ok") is not True:
-        raise OperationFailed(str(reply.get("error") or "the daemon refused the request"))
-    return reply
-
-
-def fetch_status(root: DeployRoot) -> dict[str, Any]:
-    status = call(root, {"cmd": "status"}).get("status")
-    if not isinstance(status, dict):
-        raise OperationFailed("daemon sent a status that is not a JSON object")
-    return status
-
-
 # --- status ------------------------------------------------------------------------------
-
-
-def format_uptime(seconds: object) -> str:
-    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
-def cell(value: object) -> str:
-    return "-" if value is None else str(value)
-
-
-def format_time(at: object) -> str:
-    if not isinstance(at, int | float):
-        return "?"
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def format_status(status: dict[str, Any]) -> str:
-    rows = [list(COLUMNS)]
-    for p in status.get("processes") or []:
-        rows.append(
-            [
-                cell(p.get("name")),
-                cell(p.get("state")),
-                cell(p.get("pid")),
-                cell(p.get("restarts")),
-                format_uptime(p.get("uptime")),
-                cell(p.get("release")),
-            ]
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    lines = [
-        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    ]
-    if len(rows) == 1:
-        lines.append("(no processes)")
-    for p in status.get("processes") or []:
-        if p.get("note"):
-            lines.append(f"note: {cell(p.get('name'))}: {p['note']}")
-    lines.append(f"release: {cell(status.get('release'))} (build {cell(status.get('build'))})")
-    lines.append(f"state: {cell(status.get('state'))}")
-    last = status.get("last_switch")
-    if isinstance(last, dict):
-        outcome = "ok" if last.get("ok") else f"FAILED: {last.get('error')}"
-        lines.append(
-            f"last switch: {cell(last.get('from'))} -> {cell(last.get('to'))} {outcome} "
-            f"in {cell(last.get('seconds'))} s at {format_time(last.get('finished_at'))}"
-        )
-    else:
-        lines.append("last switch: none")
-    rejected = status.get("rejected")
-    if isinstance(rejected, dict):
-        lines.append(
-            f"rejected: {cell(rejected.get('id'))} at {format_time(rejected.get('at'))}: "
-            f"{rejected.get('error')}"
-        )
-    fallback = status.get("fallback")
-    if isinstance(fallback, dict):
-        lines.append(
-            f"current {cell(fallback.get('current'))} not run ({fallback.get('reason')}): "
-            f"FALLING BACK to last-good {cell(fallback.get('running'))}"
-        )
-    for refusal in status.get("refused") or []:
-        if isinstance(refusal, dict):
-            lines.append(
-                f"refused: {cell(refusal.get('id'))} at {format_time(refusal.get('at'))}: "
-                f"{refusal.get('reason')}"
-            )
-    return "\n".join(lines)
 
 
 def cmd_status(root: DeployRoot, args: argparse.Namespace) -> int:
@@ -250,21 +159,22 @@ def cmd_reload(root: DeployRoot, args: argparse.Namespace) -> int:
     if not args.wait:
         print("reload requested")
         return 0
-    deadline = time.monotonic() + args.timeout
-    status: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        status = fetch_status(root)
-        outcome = reload_outcome(status, root.current_release_id(), since)
-        if outcome == "":
-            print(f"running {status.get('release')}")
-            return 0
-        if outcome is not None:
-            raise OperationFailed(f"{outcome}; still running {cell(status.get('release'))}")
-        time.sleep(POLL_INTERVAL)
-    raise OperationFailed(
-        f"reload did not settle within {args.timeout:g} s (state {cell(status.get('state'))}, "
-        f"running {cell(status.get('release'))})"
-    )
+    try:
+        settled = wait_settled(
+            root,
+            lambda status: reload_outcome(status, root.current_release_id(), since),
+            timeout=args.timeout,
+        )
+    except NotSettled as exc:
+        raise OperationFailed(
+            f"reload did not settle within {args.timeout:g} s "
+            f"(state {cell(exc.last.get('state'))}, running {cell(exc.last.get('release'))})"
+        ) from None
+    running = cell(settled.status.get("release"))
+    if settled.error:
+        raise OperationFailed(f"{settled.error}; still running {running}")
+    print(f"running {running}")
+    return 0
 
 
 # --- processes, logs, shutdown -----------------------------------------------------------
@@ -273,6 +183,8 @@ PAST = {"restart": "restarted", "stop": "stopped", "start": "started"}
 
 
 def cmd_process(root: DeployRoot, args: argparse.Namespace) -> int:
+    if args.target is not None and not args.target.strip():  # an empty $VAR in a script
+        raise BadInput(f"{args.command}: empty process name (give NAME or TYPE, or none for all)")
     timeout = SHORT_TIMEOUT if args.command == "start" else LONG_TIMEOUT
     reply = call(root, {"cmd": args.command, "target": args.target}, timeout=timeout)
     names = reply.get("affected") or []
@@ -302,7 +214,7 @@ def log_file_without_daemon(root: DeployRoot, name: str | None) -> Path | None:
     if name is None or "/" in name or name.startswith("."):
         return None
     path = root.logs / f"{name}.log"
-    if not path.is_file() or daemon_client.daemon_pid(root) is not None:
+    if not path.is_file() or daemon_pid(root) is not None:
         return None
     return path
 
@@ -320,7 +232,7 @@ def logs_from_file(path: Path, args: argparse.Namespace) -> None:
 
 
 def follow_logs(root: DeployRoot, payload: dict[str, Any]) -> None:
-    replies = daemon_client.request_stream(root.control_socket, payload, timeout=SHORT_TIMEOUT)
+    replies = request_stream(root.control_socket, payload, timeout=SHORT_TIMEOUT)
     first = next(replies, None)
     if first is None:
         raise OperationFailed("the daemon closed the connection without a reply")

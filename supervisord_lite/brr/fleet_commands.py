@@ -1,5 +1,7 @@
 """`brr-release fleet deploy|rollback|status|lock|unlock`: the thin command over Ansible.
 
+Its options are in cli.py (`fleet_options`), so that `--help` loads nothing of this.
+
 Each rollout holds the fleet lock for its whole run (fleet_state.py), runs one playbook
 of the collection (fleet_run.py), prints a table of hosts, appends the run to the fleet
 ledger, and exits 0 when every host is done or 1 with one line naming the host where
@@ -11,7 +13,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,47 +21,6 @@ from supervisord_lite.errors import BadInput
 from supervisord_lite.layout import DeployRoot
 
 Result = tuple[dict[str, Any], str, int]
-
-
-def add_parsers(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("fleet", parents=list(parents), help="many hosts, through Ansible")
-    fsub = p.add_subparsers(dest="fleet_command", required=True, parser_class=type(p))
-    d = fsub.add_parser("deploy", parents=list(parents), help="roll a source tree out")
-    d.add_argument("src", type=Path)
-    d.add_argument("--env-file", action="append", default=[], metavar="F")
-    d.add_argument("--set", action="append", default=[], metavar="K=V", dest="sets")
-    d.add_argument("--unset", action="append", default=[], metavar="K", dest="unsets")
-    d.add_argument(
-        "--revert-on-failure",
-        action="store_true",
-        help="put hosts upgraded in this run back on what they ran",
-    )
-    r = fsub.add_parser("rollback", parents=list(parents), help="every host to release ID")
-    r.add_argument("release_id", nargs="?", metavar="ID")
-    s = fsub.add_parser("status", parents=list(parents), help="what every host runs")
-    for q in (d, r, s):
-        q.add_argument("--inventory", "-i", required=True, type=Path, metavar="INV")
-        q.add_argument("--limit", help="only these hosts (Ansible's pattern)")
-    for q in (d, r):
-        q.add_argument(
-            "--serial",
-            default="1,25%,100%",
-            metavar="N[,N%...]",
-            help="batch sizes (default: one canary, 25%%, the rest)",
-        )
-        q.add_argument(
-            "--timeout",
-            type=float,
-            default=120.0,
-            metavar="S",
-            help="per host, for the daemon to run the release",
-        )
-        q.add_argument("--lock-wait", type=float, default=0.0, metavar="S")
-        q.add_argument("--check", action="store_true", help="Ansible's check mode: no host changes")
-    k = fsub.add_parser("lock", parents=list(parents), help="take the fleet lock (playbooks)")
-    k.add_argument("--what", required=True)
-    k.add_argument("--lock-wait", type=float, default=0.0, metavar="S")
-    fsub.add_parser("unlock", parents=list(parents), help="release the fleet lock")
 
 
 def parse_serial(text: str) -> list[int | str]:
@@ -232,6 +192,3 @@ def cmd_fleet(root: DeployRoot, args: argparse.Namespace) -> Result:
             return cmd_lock(root, args)
         case _:
             return cmd_unlock(root, args)
-
-
-COMMANDS = {"fleet": cmd_fleet}
