@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench bench-quick chaos clean
+.PHONY: venv test test-fleet lint demo bench bench-quick chaos clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,12 @@ lint: venv
 
 test: venv lint
 	$(BIN)/python -m pytest
+
+# Many hosts: network namespaces with their own sshd and daemon, driven by Ansible
+# (root, sshd and the `fleet` extra; a few minutes). tests/fleet skips without it.
+test-fleet: venv
+	$(BIN)/python -m pip install --quiet -e '.[test,lint,fleet]'
+	BRR_FLEET_TESTS=1 $(BIN)/python -m pytest tests/fleet tests/brr/test_transfer.py
 
 demo: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash contrib/demo.sh
