@@ -253,7 +253,7 @@ class Process:
 
     def _spawn(self, notify: ChildNotify | None) -> tuple[Child, ReadyContext]:
         """Start the child; OSError (or KeyError for a socket not bound) when it cannot."""
-        fds = self.services.sockets.fds_for(self.spec, self.release.sockets)
+        fds = self.services.sockets.fds_for(self.spec, self.release.sockets, self.release)
         env = child_env(
             self.services.base_env,
             self.release,
