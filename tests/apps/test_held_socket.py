@@ -19,12 +19,13 @@ def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"hello"]
 """
-# serves on the socket handed over as fd 3, as a well-behaved server does
+# serves on the socket handed over as fd 3, as a well-behaved server does; it reads the
+# request first: a close with unread data sends RST, which may beat "hello" to the client
 SERVE_FD3 = """\
 import socket
 s = socket.socket(fileno=3)
 while True:
-    c, _ = s.accept(); c.sendall(b"hello"); c.close()
+    c, _ = s.accept(); c.recv(1000); c.sendall(b"hello"); c.close()
 """
 
 

@@ -111,6 +111,7 @@ class Deploy:
     daemon: subprocess.Popen[bytes] | None = None
     running: str | None = None  # the release the daemon runs, as the test knows it
     switches: list[Switch] = field(default_factory=list)
+    daemon_args: tuple[str, ...] = ()  # more options for `supervisord-lite run`
 
     @property
     def out(self) -> Path:
@@ -134,7 +135,7 @@ class Deploy:
         run_brr(self.root, "activate", first, "--no-signal")
         with self.out.open("ab") as f:
             self.daemon = subprocess.Popen(
-                [DAEMON, "run", "--root", str(self.root)],
+                [DAEMON, "run", "--root", str(self.root), *self.daemon_args],
                 stdout=f,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
