@@ -2,10 +2,10 @@
 
 The daemon binds every declared socket once, before any process that uses it starts,
 and hands it to children as fd 3, 4, ... (systemd's socket activation convention). A
-socket whose `bind` is the same in the new release is the same kernel socket: old and
-new processes accept from one queue during a start-first switch, so no connection is
-refused. Keying by `bind` (not by name) is what makes a renamed socket with the same
-address survive, and a moved address a new socket.
+socket whose `bind` is the same in the new release stays bound across the switch, so no
+connection is refused (old and new share it, or, when draining, each has a listener of
+its own on the address, below). Keying by `bind` (not by name) is what makes a renamed
+socket with the same address survive, and a moved address a new socket.
 
 The daemon never accepts on these sockets, so they stay blocking: O_NONBLOCK lives on the
 shared open file description, and setting it here would change it under the children.
