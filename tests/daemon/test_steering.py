@@ -6,11 +6,16 @@ these tests, so each completed handshake stays queued on the listener the kernel
 
 from __future__ import annotations
 
+import json
+import platform
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 import anyio
 import pytest
@@ -180,3 +185,59 @@ def test_drain_gives_up_after_its_bound_and_says_how_many(clients: list[socket.s
         connect(sock.getsockname()[1], 3, clients)
         expect_queues([3], sock)
         assert anyio.run(drain, [sock], "test") == 3
+
+
+# A real kernel refusal: a seccomp filter makes setsockopt(SO_ATTACH_REUSEPORT_CBPF) fail
+# with EPERM, as a container's profile may. Run in a child: seccomp cannot be undone.
+REFUSING_CHILD = """
+import ctypes, json, logging, socket, struct, sys
+from supervisord_lite.daemon.sockets import SocketPool
+from tests.daemon.test_steering import release
+
+def insn(code, jt, jf, k):
+    return struct.pack("=HBBI", code, jt, jf, k)
+
+LD, JEQ, RET = 0x20, 0x15, 0x06
+program = b"".join([
+    insn(LD, 0, 0, 4), insn(JEQ, 0, 5, 0xC000003E),  # x86_64
+    insn(LD, 0, 0, 0), insn(JEQ, 0, 3, 54),  # setsockopt
+    insn(LD, 0, 0, 32), insn(JEQ, 0, 1, 51),  # optname SO_ATTACH_REUSEPORT_CBPF
+    insn(RET, 0, 0, 0x00050000 | 1),  # EPERM
+    insn(RET, 0, 0, 0x7FFF0000),  # allow
+])
+buf = ctypes.create_string_buffer(program)
+fprog = ctypes.create_string_buffer(struct.pack("@HP", 8, ctypes.addressof(buf)))
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+assert libc.prctl(22, 2, ctypes.c_void_p(ctypes.addressof(fprog)), 0, 0) == 0, ctypes.get_errno()
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+port = int(sys.argv[1])
+v1, v2 = release("v1", port), release("v2", port)
+pool = SocketPool()
+pool.bind_all(v1.sockets.values())
+pool.open_lanes(v2, v1)
+fds = {pool.fds_for(r.processes["web"], r.sockets, r)[0][1] for r in (v1, v2)}
+with socket.create_connection(("127.0.0.1", port), timeout=5):
+    pass
+print(json.dumps({"steerable": sorted(pool.steerable), "fds": len(fds)}))
+pool.close_all()
+"""
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the seccomp filter is x86_64's")
+def test_a_kernel_that_refuses_steering_gets_one_shared_listener_and_one_line() -> None:
+    port = free_port()
+    child = subprocess.run(
+        [sys.executable, "-c", REFUSING_CHILD, str(port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert child.returncode == 0, child.stderr
+    assert json.loads(child.stdout) == {"steerable": [], "fds": 1}
+    lines = [x for x in child.stderr.splitlines() if "steer" in x]
+    assert lines == [
+        "socket http: cannot steer connections (Operation not permitted): start-first "
+        f"switches share one listener on 127.0.0.1:{port}, without draining"
+    ]
