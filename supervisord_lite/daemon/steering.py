@@ -34,7 +34,11 @@ log = logging.getLogger("supervisord_lite.daemon")
 SO_ATTACH_REUSEPORT_CBPF = 51  # asm-generic/socket.h; not in Python's socket module
 BPF_RET_K = 0x06  # BPF_RET | BPF_K: return the constant k
 TCP_INFO_UNACKED = 24  # offset of tcpi_unacked: a listener's accept queue length
-DRAIN_TIMEOUT = 2.0  # seconds the old accept queue may take to empty
+# seconds the old accept queue may take to empty: only an old generation whose every
+# worker is busy the whole time takes longer, and what is then left is reset at close
+# (unless the kernel migrates it, net.ipv4.tcp_migrate_req)
+DRAIN_TIMEOUT = 5.0
+MIGRATE_REQ = "/proc/sys/net/ipv4/tcp_migrate_req"
 DRAIN_SETTLE = 0.3  # then this long empty, so what was accepted last is read too
 DRAIN_POLL = 0.02
 
@@ -83,12 +87,21 @@ def queued(socks: list[socket.socket]) -> int:
     return total
 
 
-async def drain(socks: list[socket.socket], names: str) -> int:
+def kernel_migrates() -> bool:
+    """Whether closing a listener moves its queued connections to another of its group."""
+    try:
+        with open(MIGRATE_REQ) as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return False
+
+
+async def drain(socks: list[socket.socket], names: str, timeout: float = DRAIN_TIMEOUT) -> int:
     """Wait until no connection waits in socks' accept queues (bounded); those left."""
     if not socks:
         return 0
     started = time.monotonic()
-    deadline = started + DRAIN_TIMEOUT
+    deadline = started + timeout
     empty_since: float | None = None
     while True:
         now = time.monotonic()
@@ -101,12 +114,19 @@ async def drain(socks: list[socket.socket], names: str) -> int:
             log.info("drained %s in %.2f s", names, now - started)
             return 0
         if now >= deadline:
+            fate = (
+                "the kernel moves them to the new listener (net.ipv4.tcp_migrate_req=1)"
+                if kernel_migrates()
+                else "they are reset when it stops (net.ipv4.tcp_migrate_req=1 would move "
+                "them to the new listener)"
+            )
             log.warning(
-                "%s: %d connection(s) still queued for the old generation after %.0f s; "
-                "it is stopped anyway (the new generation serves)",
+                "%s: %d connection(s) still queued for the old generation after %.0f s, "
+                "stopping it anyway: %s",
                 names,
                 left,
-                DRAIN_TIMEOUT,
+                timeout,
+                fate,
             )
             return left
         await anyio.sleep(DRAIN_POLL)

@@ -7,7 +7,9 @@ these tests, so each completed handshake stays queued on the listener the kernel
 from __future__ import annotations
 
 import json
+import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -179,12 +181,15 @@ def test_drain_waits_for_the_queue_to_empty(clients: list[socket.socket]) -> Non
             conn.close()
 
 
-def test_drain_gives_up_after_its_bound_and_says_how_many(clients: list[socket.socket]) -> None:
+def test_drain_gives_up_after_its_bound_and_says_how_many(
+    clients: list[socket.socket], caplog: pytest.LogCaptureFixture
+) -> None:
     sock = reuseport_listener(("127.0.0.1", 0), socket.AF_INET, 128)
     with sock:
         connect(sock.getsockname()[1], 3, clients)
         expect_queues([3], sock)
-        assert anyio.run(drain, [sock], "test") == 3
+        assert anyio.run(drain, [sock], "test", 1.0) == 3
+    assert "test: 3 connection(s) still queued for the old generation after 1 s" in caplog.text
 
 
 # A real kernel refusal: a seccomp filter makes setsockopt(SO_ATTACH_REUSEPORT_CBPF) fail
@@ -241,3 +246,44 @@ def test_a_kernel_that_refuses_steering_gets_one_shared_listener_and_one_line() 
         "socket http: cannot steer connections (Operation not permitted): start-first "
         f"switches share one listener on 127.0.0.1:{port}, without draining"
     ]
+
+
+# In a network namespace of its own (the sysctl is per namespace; the host's is untouched)
+MIGRATING_CHILD = """
+import socket, subprocess, time
+from supervisord_lite.daemon.steering import (
+    accept_queue, kernel_migrates, reuseport_listener, steer
+)
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+with open("/proc/sys/net/ipv4/tcp_migrate_req", "w") as f:
+    f.write("1")
+assert kernel_migrates()
+old = reuseport_listener(("127.0.0.1", 0), socket.AF_INET, 128)
+port = old.getsockname()[1]
+steer(old, 0)
+new = reuseport_listener(("127.0.0.1", port), socket.AF_INET, 128)
+clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(5)]
+deadline = time.monotonic() + 10
+while accept_queue(old) < 5 and time.monotonic() < deadline:
+    time.sleep(0.01)
+old.close()  # not drained: the kernel moves its queue to new
+for c in clients:
+    c.sendall(b"x")
+print(sorted(new.accept()[0].recv(1).decode() for _ in range(5)))
+"""
+
+
+@pytest.mark.skipif(
+    shutil.which("unshare") is None or shutil.which("ip") is None or os.geteuid() != 0,
+    reason="needs root, unshare and ip for a network namespace",
+)
+def test_with_tcp_migrate_req_an_undrained_queue_moves_to_the_new_listener() -> None:
+    child = subprocess.run(
+        ["unshare", "--net", sys.executable, "-c", MIGRATING_CHILD],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.split("\n")[0] == "['x', 'x', 'x', 'x', 'x']"
