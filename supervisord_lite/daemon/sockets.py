@@ -118,7 +118,7 @@ class SocketPool:
         if not (self.drain and steerable_address(spec.bind)):
             return sock
         # bound once without SO_REUSEPORT above, so an address someone holds was refused
-        address, family = sock.getsockname()[:2], sock.family
+        address, family = sock.getsockname(), sock.family
         sock.close()
         try:
             sock = reuseport_listener(address, family, spec.backlog)
@@ -153,7 +153,7 @@ class SocketPool:
                 held = self.held[spec.bind]
                 try:
                     lanes[spec.bind] = reuseport_listener(
-                        held.getsockname()[:2], held.family, spec.backlog
+                        held.getsockname(), held.family, spec.backlog
                     )
                 except OSError as exc:
                     log.warning("socket %s: no listener of its own (%s): shared", spec.name, exc)

@@ -26,6 +26,7 @@ import logging
 import socket
 import struct
 import time
+from typing import Any
 
 import anyio
 
@@ -60,7 +61,7 @@ def accept_queue(sock: socket.socket) -> int:
 
 
 def reuseport_listener(
-    address: tuple[str, int], family: socket.AddressFamily, backlog: int
+    address: tuple[Any, ...], family: socket.AddressFamily, backlog: int
 ) -> socket.socket:
     """A listener on address that joins (or starts) the address's SO_REUSEPORT group."""
     sock = socket.socket(family, socket.SOCK_STREAM)
