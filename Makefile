@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-systemd lint demo bench bench-quick chaos clean
+.PHONY: venv test test-systemd test-fleet lint demo bench bench-quick chaos clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,12 @@ test: venv lint
 
 test-systemd: venv
 	$(BIN)/python -m pytest tests/systemd
+
+# Many hosts: network namespaces with their own sshd and daemon, driven by Ansible
+# (root, sshd and the `fleet` extra; a few minutes). tests/fleet skips without it.
+test-fleet: venv
+	$(BIN)/python -m pip install --quiet -e '.[test,lint,fleet]'
+	BRR_FLEET_TESTS=1 $(BIN)/python -m pytest tests/fleet tests/brr/test_transfer.py
 
 demo: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash contrib/demo.sh

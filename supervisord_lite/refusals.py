@@ -27,9 +27,11 @@ import contextlib
 import json
 import os
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from supervisord_lite import fsatomic, ledger, nofollow
+from supervisord_lite.errors import BrrError
 from supervisord_lite.layout import RELEASE_ID_RE, DeployRoot
 
 REASON_MAX = 400  # a reason is one line in a ledger and a status; a traceback is not
@@ -117,8 +119,21 @@ def refused_releases(root: DeployRoot, entries: list[dict[str, Any]]) -> dict[st
             out[rid] = str(entry.get("reason") or "the daemon refused it")
         elif event in ("activate", "rollback"):
             out.pop(rid, None)
+    activated = last_activations(entries)
     for refusal in read_daemon_records(root).values():
-        out.setdefault(refusal.id, refusal.reason)
+        if refusal.at > activated.get(refusal.id, 0.0):  # not activated again since
+            out.setdefault(refusal.id, refusal.reason)
+    return out
+
+
+def last_activations(entries: list[dict[str, Any]]) -> dict[str, float]:
+    """Release ID -> when it was last activated (unix time), from the ledger's `at`."""
+    out: dict[str, float] = {}
+    for entry in entries:
+        if entry.get("event") in ("activate", "rollback"):
+            with contextlib.suppress(TypeError, ValueError):
+                at = datetime.fromisoformat(str(entry.get("at")).replace("Z", "+00:00"))
+                out[str(entry.get("id"))] = at.timestamp()
     return out
 
 
@@ -136,8 +151,9 @@ def revert_current(
             if root.current_release_id() != refused or refused == running:
                 return False
             fsatomic.replace_symlink(root.current, f"releases/{running}")
-            with contextlib.suppress(ledger.LedgerWriteFailed):
-                # current is right either way; the ledger line is what `releases` shows
+            with contextlib.suppress(BrrError):
+                # current is right either way (a full disk, a damaged ledger): the ledger
+                # line is only what `releases` shows, and run/refused.json says it too
                 ledger.append(
                     root.ledger,
                     "activate_failed",

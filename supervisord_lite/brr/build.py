@@ -231,9 +231,14 @@ def dump_build_meta(info: BuildInfo) -> bytes:
 
 def load_build_meta(root: DeployRoot, build_id: str) -> BuildInfo:
     path = root.build_meta(build_id)
-    source = str(path)
     if not path.is_file():
         raise BadInput(f"no such build: {build_id}")
+    return read_build_meta(path, build_id)
+
+
+def read_build_meta(path: Path, build_id: str) -> BuildInfo:
+    """Parse and check a build.yaml that should describe build_id (also an imported one)."""
+    source = str(path)
     f = Fields(load_yaml(path.read_bytes(), source), source)
     info = BuildInfo(
         id=f.string("id", required=True),

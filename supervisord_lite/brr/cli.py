@@ -157,6 +157,7 @@ def make_parser() -> argparse.ArgumentParser:
     for q in isub.choices.values():
         q.add_argument("-o", "--output", type=Path, help="write brr.yaml here, not stdout")
         q.add_argument("--force", action="store_true", help="overwrite --output")
+    fleet_options(sub, c)
     return parser
 
 
@@ -413,12 +414,114 @@ def cmd_import(args: argparse.Namespace) -> Result:
 
 ROOTLESS: dict[str, Callable[[argparse.Namespace], Result]] = {"import": cmd_import}
 
+
+# `build export|import`, `release export|import`: one word for argparse (see join_words)
+JOINED = {("build", "export"), ("build", "import"), ("release", "export"), ("release", "import")}
+
+
+def join_words(argv: Sequence[str]) -> list[str]:
+    """`build export ...` -> `build-export ...` (options before the command are kept)."""
+    out = list(argv)
+    i = 0
+    while i < len(out) and out[i].startswith("-"):
+        i += 1 if "=" in out[i] or out[i] == "--json" else 2
+    if i + 1 < len(out) and (out[i], out[i + 1]) in JOINED:
+        out[i : i + 2] = [f"{out[i]}-{out[i + 1]}"]
+    return out
+
+
+def fleet_options(sub: Any, c: list[Parser]) -> None:
+    """Options of the fleet's commands (brr/transfer_cli.py, brr/fleet_commands.py)."""
+    parents = c
+    p = sub.add_parser("build-export", parents=c, help="`build export ID`")
+    p.add_argument("build_id", metavar="ID")
+    p.add_argument("-o", "--output", default="-", metavar="FILE|-")
+    p = sub.add_parser("build-import", parents=c, help="`build import FILE|-`")
+    p.add_argument("file", metavar="FILE|-")
+    p = sub.add_parser("release-export", parents=c, help="`release export ID`")
+    p.add_argument("release_id", metavar="ID")
+    p.add_argument("-o", "--output", default="-", metavar="FILE|-")
+    p = sub.add_parser("release-import", parents=c, help="`release import FILE|-`")
+    p.add_argument("file", metavar="FILE|-")
+    sub.add_parser("status", parents=c, help="current, running, last switch, refused")
+    config = sub.choices["config"]._subparsers._group_actions[0].choices.values()
+    for q in (sub.choices["release"], sub.choices["scale"], *config):
+        q.add_argument(
+            "--if-changed",
+            action="store_true",
+            help="no release when build, config and formation equal the current release",
+        )
+    p = sub.add_parser("fleet", parents=list(parents), help="many hosts, through Ansible")
+    fsub = p.add_subparsers(dest="fleet_command", required=True, parser_class=type(p))
+    d = fsub.add_parser("deploy", parents=list(parents), help="roll a source tree out")
+    d.add_argument("src", type=Path)
+    d.add_argument("--env-file", action="append", default=[], metavar="F")
+    d.add_argument("--set", action="append", default=[], metavar="K=V", dest="sets")
+    d.add_argument("--unset", action="append", default=[], metavar="K", dest="unsets")
+    d.add_argument(
+        "--revert-on-failure",
+        action="store_true",
+        help="put hosts upgraded in this run back on what they ran",
+    )
+    r = fsub.add_parser("rollback", parents=list(parents), help="every host to release ID")
+    r.add_argument("release_id", nargs="?", metavar="ID")
+    s = fsub.add_parser("status", parents=list(parents), help="what every host runs")
+    for q in (d, r, s):
+        q.add_argument("--inventory", "-i", required=True, type=Path, metavar="INV")
+        q.add_argument("--limit", help="only these hosts (Ansible's pattern)")
+    for q in (d, r):
+        q.add_argument(
+            "--serial",
+            default="1,25%,100%",
+            metavar="N[,N%...]",
+            help="batch sizes (default: one canary, 25%%, the rest)",
+        )
+        q.add_argument(
+            "--timeout",
+            type=float,
+            default=120.0,
+            metavar="S",
+            help="per host, for the daemon to run the release",
+        )
+        q.add_argument("--lock-wait", type=float, default=0.0, metavar="S")
+        q.add_argument("--check", action="store_true", help="Ansible's check mode: no host changes")
+    k = fsub.add_parser("lock", parents=list(parents), help="take the fleet lock (playbooks)")
+    k.add_argument("--what", required=True)
+    k.add_argument("--lock-wait", type=float, default=0.0, metavar="S")
+    fsub.add_parser("unlock", parents=list(parents), help="release the fleet lock")
+
+
+def cmd_transfer(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import transfer_cli
+
+    return transfer_cli.COMMANDS[args.command](root, args)
+
+
+def cmd_fleet(root: DeployRoot, args: argparse.Namespace) -> Result:
+    from supervisord_lite.brr import fleet_commands
+
+    return fleet_commands.cmd_fleet(root, args)
+
+
+def if_changed(
+    command: Callable[[DeployRoot, argparse.Namespace], Result],
+) -> Callable[[DeployRoot, argparse.Namespace], Result]:
+    def run(root: DeployRoot, args: argparse.Namespace) -> Result:
+        if not getattr(args, "if_changed", False):
+            return command(root, args)
+        from supervisord_lite.brr import transfer_cli
+
+        return transfer_cli.run_if_changed(command, root, args)
+
+    return run
+
+
 COMMANDS: dict[str, Callable[[DeployRoot, argparse.Namespace], Result]] = {
     "init": cmd_init,
     "build": cmd_build,
-    "release": cmd_release,
-    "config": cmd_config,
-    "scale": cmd_scale,
+    "release": if_changed(cmd_release),
+    "config": if_changed(cmd_config),
+    "scale": if_changed(cmd_scale),
     "activate": cmd_activate,
     "deploy": cmd_deploy,
     "rollback": cmd_rollback,
@@ -428,11 +531,16 @@ COMMANDS: dict[str, Callable[[DeployRoot, argparse.Namespace], Result]] = {
     "prune": cmd_prune,
     "verify": cmd_verify,
     "run": cmd_run,
+    **dict.fromkeys(("build-export", "build-import", "release-export"), cmd_transfer),
+    "release-import": cmd_transfer,
+    "status": cmd_transfer,
+    "fleet": cmd_fleet,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
+        argv = join_words(sys.argv[1:] if argv is None else argv)
         args = make_parser().parse_args(argv)
         if args.command in ROOTLESS:
             data, text, code = ROOTLESS[args.command](args)
@@ -450,6 +558,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    if data.pop("wrote_stdout", False):  # the command's product went to stdout
+        return code
     if getattr(args, "json", False):
         print(json.dumps(data, indent=None, sort_keys=False))
     else:

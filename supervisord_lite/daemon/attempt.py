@@ -104,7 +104,7 @@ def spawn_child(
     Raises OSError (or KeyError for a socket not bound) when it cannot.
     """
     name = f"{spec.type}.{index}"
-    fds = services.sockets.fds_for(spec, release.sockets)
+    fds = services.sockets.fds_for(spec, release.sockets, release)
     env = child_env(
         services.base_env,
         release,

@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--watch", action="store_true", help="also reload when current changes")
     run.add_argument(
+        "--no-drain",
+        action="store_true",
+        help="start-first switches: old and new share one listener, the old one is not "
+        "drained before it is stopped (docs/zero-downtime.md)",
+    )
+    run.add_argument(
         "--plugin", action="append", default=[], metavar="NAME", help="enable a plugin"
     )
     run.add_argument(
@@ -160,6 +166,7 @@ def run_daemon(args: argparse.Namespace) -> int:
     from supervisord_lite.daemon.pidfile import hold_daemon_lock
     from supervisord_lite.daemon.reaper import Reaper, become_subreaper, kill_previous
     from supervisord_lite.daemon.services import Services
+    from supervisord_lite.daemon.sockets import SocketPool
     from supervisord_lite.daemon.spawn import base_env
     from supervisord_lite.daemon.startup import load_first
     from supervisord_lite.declaration import RUNTIME_ENV
@@ -190,6 +197,7 @@ def run_daemon(args: argparse.Namespace) -> int:
             | RUNTIME_ENV
             | {"BRR_SHARED": str(root.shared)},
             max_backoff=args.max_backoff,
+            sockets=SocketPool(drain=not args.no_drain),
         )
         runners = plugin_runners(services.bus, plugins)
         daemon = Daemon(root, services, runners=runners, watch=args.watch, early=pending)

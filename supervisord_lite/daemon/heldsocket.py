@@ -155,7 +155,7 @@ class HeldSocketCheck:
     def held(self) -> dict[int, str]:
         """inode -> bind of every socket the daemon holds."""
         out: dict[int, str] = {}
-        for bind, sock in self.services.sockets.held.items():
+        for bind, sock in self.services.sockets.listeners():
             with contextlib.suppress(OSError):
                 out[os.fstat(sock.fileno()).st_ino] = bind
         return out

@@ -18,6 +18,7 @@ from functools import partial
 import anyio.to_thread
 
 from supervisord_lite import refusals
+from supervisord_lite.errors import BrrError
 from supervisord_lite.layout import DeployRoot
 
 log = logging.getLogger("supervisord_lite.daemon")
@@ -28,14 +29,14 @@ async def refuse(root: DeployRoot, release_id: str, reason: str, running_id: str
     refusal = refusals.Refusal(release_id, time.time(), refusals.one_line(reason))
     try:
         await anyio.to_thread.run_sync(refusals.record, root, refusal)
-    except OSError as exc:
+    except (OSError, BrrError) as exc:
         log.error("cannot record the refusal of %s in %s: %s", release_id, root.refused_file, exc)
     if running_id is None:
         return
     revert = partial(refusals.revert_current, root, release_id, running_id, reason, wait=False)
     try:
         moved = await anyio.to_thread.run_sync(revert)
-    except OSError as exc:
+    except (OSError, BrrError) as exc:  # a planted link at run/lock is refused, not followed
         log.error("cannot move current back from %s to %s: %s", release_id, running_id, exc)
         return
     if moved:

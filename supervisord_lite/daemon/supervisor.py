@@ -41,6 +41,7 @@ from supervisord_lite.daemon.sockets import SocketBindError
 from supervisord_lite.daemon.startup import Fallback, load_last_good, load_manifest
 from supervisord_lite.daemon.states import ProcState
 from supervisord_lite.daemon.status import Rejection, SwitchRecord, snapshot, status_text
+from supervisord_lite.daemon.steering import drain
 from supervisord_lite.daemon.switch import switch
 from supervisord_lite.errors import BrrError
 from supervisord_lite.fsatomic import replace_symlink
@@ -255,10 +256,13 @@ class Supervisor:
     async def start_generation(self, release: Release) -> Generation:
         """Bind its sockets and start it; NotReady when a socket cannot be bound."""
         assert self._gens is not None
+        beside = self.active if self.active in self.generations else None
         try:
             self.services.sockets.bind_all(release.sockets.values())
         except SocketBindError as exc:
             raise NotReady(exc.message) from None
+        if beside is not None and release.switch == "start-first":
+            self.services.sockets.open_lanes(release, beside.release)  # sockets.py: draining
         for type_ in shared_address_checks(release):
             log.warning(
                 "%s: %s's ready check targets its shared socket, which the running generation "
@@ -274,10 +278,20 @@ class Supervisor:
     async def retire_generation(
         self, generation: Generation, *, keep: Release | None = None
     ) -> None:
-        """Stop it; close the sockets that neither a live generation nor keep declares."""
+        """Stop it; close the sockets that neither a live generation nor keep declares.
+
+        Beside a generation with listeners of its own (a start-first switch), new
+        connections go there first and this one's accept queue is drained (sockets.py).
+        """
+        if self.state is not DaemonState.STOPPING:
+            for other in self.generations:
+                if other is not generation:
+                    retiring = self.services.sockets.steer_to(other.release)
+                    await drain([s for _, s in retiring], ", ".join(b for b, _ in retiring))
         await generation.stop()
         if generation in self.generations:
             self.generations.remove(generation)
+        self.services.sockets.forget(generation.release, [g.release for g in self.generations])
         releases = [g.release for g in self.generations] + ([keep] if keep else [])
         binds = {s.bind for r in releases for s in r.sockets.values()}
         self.services.sockets.retain_only(binds)

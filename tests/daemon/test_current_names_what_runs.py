@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from supervisord_lite.daemon.cli import kill_previous
+from supervisord_lite.daemon.reaper import kill_previous
 from supervisord_lite.daemon_client import request
 from tests.helpers import DAEMON, brr_json, run_brr, wait_until, write_app
 

@@ -47,14 +47,6 @@ processes:
 
 
 @pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        d.stop()
-
-
-@pytest.fixture
 def escapes(tmp_path: Path) -> Iterator[Path]:
     """The file the escapes write their pids to; every one is killed at the end."""
     path = tmp_path / "escapes"

@@ -33,14 +33,6 @@ processes:
 
 
 @pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        d.stop()
-
-
-@pytest.fixture
 def deployed(tmp_path: Path) -> Path:
     """v1 and v2, v2 current: five ledger lines (build, release, activate, release, activate)."""
     root = tmp_path / "root"

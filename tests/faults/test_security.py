@@ -97,14 +97,6 @@ class Daemon:
         kill_previous(layout.run_dir / "children.json", layout.builds)
 
 
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        d.stop()
-
-
 def start(
     daemons: list[Daemon], root: Path, out: Path, *, wait: bool = True, extra: Sequence[str] = ()
 ) -> Daemon:

@@ -111,6 +111,7 @@ class Deploy:
     daemon: subprocess.Popen[bytes] | None = None
     running: str | None = None  # the release the daemon runs, as the test knows it
     switches: list[Switch] = field(default_factory=list)
+    daemon_args: tuple[str, ...] = ()  # more options for `supervisord-lite run`
 
     @property
     def out(self) -> Path:
@@ -134,7 +135,7 @@ class Deploy:
         run_brr(self.root, "activate", first, "--no-signal")
         with self.out.open("ab") as f:
             self.daemon = subprocess.Popen(
-                [DAEMON, "run", "--root", str(self.root)],
+                [DAEMON, "run", "--root", str(self.root), *self.daemon_args],
                 stdout=f,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -152,12 +153,22 @@ class Deploy:
         return wait_until(answered, timeout=timeout, interval=0.1, what=f"{release} serving")
 
     def listener(self) -> int:
-        """The inode of the daemon's listening socket on the port: the same socket or not."""
+        """The inode of the daemon's one listening socket on the port: the same or not."""
         assert self.daemon is not None
-        for conn in psutil.Process(self.daemon.pid).net_connections(kind="tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr.port == self.port:
-                return os.stat(f"/proc/{self.daemon.pid}/fd/{conn.fd}").st_ino
-        raise AssertionError(f"the daemon holds no listener on port {self.port}")
+        found = [
+            os.stat(f"/proc/{self.daemon.pid}/fd/{conn.fd}").st_ino
+            for conn in psutil.Process(self.daemon.pid).net_connections(kind="tcp")
+            if conn.status == psutil.CONN_LISTEN and conn.laddr.port == self.port
+        ]
+        assert len(found) == 1, f"the daemon holds {len(found)} listeners on port {self.port}"
+        return found[0]
+
+    def drained(self) -> int | None:
+        """How many switches drained the old generation; None where the kernel refused."""
+        out = self.output()
+        if "cannot steer connections" in out:
+            return None
+        return out.count(f"drained 127.0.0.1:{self.port} in ")
 
     def status(self) -> dict[str, Any]:
         reply = request(DeployRoot(self.root).control_socket, {"cmd": "status"})
