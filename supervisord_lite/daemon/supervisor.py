@@ -218,13 +218,15 @@ class Supervisor:
         self.bus.publish(ReleaseLoaded(new.id, new.build))
         try:
             self.last_switch, self.active = await switch(self, self.active, new)
+            # still "switching" until current is back on what runs: `reload --wait`
+            # returns on "running", and then current must already name it
+            if self.last_switch.ok:
+                self.fallback = None
+                await self._accepted(new)
+            else:
+                await self._refuse(new.id, self.last_switch.error or "the switch failed")
         finally:
             self._enter(DaemonEvent.SWITCHED)
-        if self.last_switch.ok:
-            self.fallback = None
-            await self._accepted(new)
-        else:
-            await self._refuse(new.id, self.last_switch.error or "the switch failed")
         self._tell_status()
         self.notifier.ready()
 
