@@ -100,16 +100,29 @@ def write_release(root: DeployRoot, draft: Release) -> Release:
     """Give draft the next ID, seal, publish, record. Caller holds the lock."""
     fsatomic.remove_stale_temps(root.releases)
     release = replace(draft, id=next_release_id(root), created_at=ledger.utc_now()).sealed()
+    publish_release(root, release, dump_release(release))
+    return release
+
+
+def publish_release(
+    root: DeployRoot, release: Release, manifest: bytes, *, imported: bool = False
+) -> None:
+    """Publish manifest as releases/<id>/release.yaml, then record it. Caller holds the lock.
+
+    imported: the manifest came from another root (`release import`), byte for byte.
+    """
+    fsatomic.remove_stale_temps(root.releases)
     staging = fsatomic.temp_name(root.releases)
     staging.mkdir(mode=0o750)
     try:
-        fsatomic.write_file(staging / "release.yaml", dump_release(release), mode=MANIFEST_MODE)
+        fsatomic.write_file(staging / "release.yaml", manifest, mode=MANIFEST_MODE)
         fsatomic.fsync_dir(staging)
         if not fsatomic.publish_dir(staging, root.release_dir(release.id)):
             raise BadInput(f"release {release.id} appeared while writing it")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    extra = {"imported": True} if imported else {}
     ledger.append(
         root.ledger,
         "release",
@@ -118,8 +131,8 @@ def write_release(root: DeployRoot, draft: Release) -> Release:
         digest=release.digest,  # what `verify` checks release.yaml against
         config_keys=sorted(release.config),
         formation=release.formation(),
+        **extra,
     )
-    return release
 
 
 def release_from_build(root: DeployRoot, build_id: str, change: ConfigChange) -> Release:

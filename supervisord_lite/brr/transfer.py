@@ -34,7 +34,7 @@ from typing import IO, Any
 from supervisord_lite import fsatomic, ledger
 from supervisord_lite.brr import build as bld
 from supervisord_lite.brr.digest import build_id_for, freeze, tree_digest
-from supervisord_lite.brr.releases import MANIFEST_MODE
+from supervisord_lite.brr.releases import publish_release
 from supervisord_lite.brr.staging import remove_leftover
 from supervisord_lite.errors import BadInput, OperationFailed, os_errors_leave
 from supervisord_lite.layout import DeployRoot, check_build_id, check_release_id
@@ -226,7 +226,7 @@ def import_release(root: DeployRoot, data: bytes, name: str) -> ReleaseImport:
             raise taken(release.id, "to a different release")
         if issued_before(root, release.id):
             raise taken(release.id, "already (its ledger records it)")
-        publish_release(root, release, data)
+        publish_release(root, release, data, imported=True)
     return ReleaseImport(release, unchanged=False)
 
 
@@ -240,31 +240,6 @@ def taken(release_id: str, how: str) -> OperationFailed:
 def issued_before(root: DeployRoot, release_id: str) -> bool:
     entries = ledger.read_ledger(root.ledger).entries
     return any(e.get("event") == "release" and e.get("id") == release_id for e in entries)
-
-
-def publish_release(root: DeployRoot, release: Release, data: bytes) -> None:
-    """Write the manifest as it came; the caller holds the lock."""
-    fsatomic.remove_stale_temps(root.releases)
-    staging = fsatomic.temp_name(root.releases)
-    staging.mkdir(mode=0o750)
-    try:
-        fsatomic.write_file(staging / "release.yaml", data, mode=MANIFEST_MODE)
-        fsatomic.fsync_dir(staging)
-        if not fsatomic.publish_dir(staging, root.release_dir(release.id)):
-            raise OperationFailed(f"release {release.id} appeared while importing it")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    ledger.append(
-        root.ledger,
-        "release",
-        release.id,
-        build=release.build,
-        config_keys=sorted(release.config),
-        formation=release.formation(),
-        digest=release.digest,
-        imported=True,
-    )
 
 
 # --- streams ------------------------------------------------------------------------------
