@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import importlib.util
 import shlex
-import time
 
 import pytest
 
-from tests.helpers import PY, run_brr, write_app
+from tests.helpers import PY, run_brr, wait_until, write_app
 from tests.zero_downtime.conftest import GUNICORN, Deploy, deploy  # noqa: F401 (fixture)
 from tests.zero_downtime.loadgen import LoadGen, failures, summary
 
@@ -75,7 +74,8 @@ def test_flask_app_deployed_switched_rolled_back(deploy: Deploy) -> None:  # noq
         assert back.stdout.startswith(f"{v2} is current (was {v3})"), back.stdout
         deploy.running = v2
         deploy.wait_serving(v2)
-        time.sleep(1.0)  # a last second of load on the rolled-back release
+        served = load.count()  # then some more load on the rolled-back release
+        wait_until(lambda: load.count() >= served + 20, what="20 more requests after rollback")
     samples = load.snapshot()
     print(f"\nflask + gunicorn, 3 switches: {summary(samples)}")
     assert failures(samples) == {}, summary(samples)

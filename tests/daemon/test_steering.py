@@ -165,7 +165,7 @@ def test_drain_waits_for_the_queue_to_empty(clients: list[socket.socket]) -> Non
     accepted: list[socket.socket] = []
 
     def accept_later() -> None:
-        time.sleep(0.5)
+        time.sleep(0.5)  # an app slow to accept, on purpose: not a wait for a condition
         for _ in range(N):
             accepted.append(sock.accept()[0])
 

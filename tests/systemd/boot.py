@@ -17,8 +17,9 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
+
+from tests.helpers import wait_until
 
 SYSTEMD = Path("/lib/systemd/systemd")
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -118,15 +119,22 @@ class Box:
 
     def _find_systemd(self, timeout: float) -> int:
         assert self._proc is not None
-        deadline = time.monotonic() + timeout
         children = Path(f"/proc/{self._proc.pid}/task/{self._proc.pid}/children")
-        while time.monotonic() < deadline:
+        proc = self._proc
+
+        def systemd_or_gone() -> int:
+            """systemd's pid; -1 once unshare exited (it never will start then)."""
+            if proc.poll() is not None:
+                return -1
             for pid in children.read_text().split() if children.exists() else []:
                 if Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
                     return int(pid)
-            if self._proc.poll() is not None:
-                break
-            time.sleep(0.1)
+            return 0
+
+        with contextlib.suppress(AssertionError):
+            pid = wait_until(systemd_or_gone, timeout=timeout, interval=0.1, what="systemd")
+            if pid > 0:
+                return pid
         self.kill()
         raise BootError(f"systemd did not start: {self.log.read_text(errors='replace')[-2000:]}")
 
@@ -143,13 +151,18 @@ class Box:
             raise BootError(f"box not isolated as required, killed it: {seen.stdout!r}")
 
     def _wait_running(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        state = ""
-        while time.monotonic() < deadline:
-            state = self.sh("systemctl is-system-running", check=False, timeout=10).stdout.strip()
-            if state in ("running", "degraded"):
-                return
-            time.sleep(0.3)
+        states: list[str] = [""]
+
+        def booted() -> bool:
+            states.append(
+                self.sh("systemctl is-system-running", check=False, timeout=10).stdout.strip()
+            )
+            return states[-1] in ("running", "degraded")
+
+        with contextlib.suppress(AssertionError):
+            wait_until(booted, timeout=timeout, interval=0.3, what="systemd's boot")
+            return
+        state = states[-1]
         self.kill()
         raise BootError(f"systemd did not finish booting within {timeout:g} s: {state!r}")
 
@@ -181,11 +194,13 @@ class Box:
                 os.kill(self.pid, signal.SIGKILL)
         if self._proc is not None:
             self._proc.wait(timeout=60)
-        deadline = time.monotonic() + 60
-        while self._pidns and self.leftovers():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"processes of the box outlived it: {self.leftovers()}")
-            time.sleep(0.1)
+        if self._pidns:
+            wait_until(
+                lambda: not self.leftovers(),
+                timeout=60,
+                interval=0.1,
+                what="every process of the box to end",
+            )
         self.pid = 0
 
     def leftovers(self) -> list[int]:

@@ -10,7 +10,6 @@ again, on the same root.
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 
@@ -71,15 +70,19 @@ def serving(box: Box, release: str, *, timeout: float = 90.0) -> str:
 def in_journal(box: Box, pattern: str) -> str:
     """Wait until a line of the unit's journal matches the regex pattern (journald takes a
     stream's lines asynchronously); that line. Fails showing the journal's tail."""
-    deadline = time.monotonic() + 30
-    while True:
-        journal = box.sh(f"journalctl -u {UNIT} --no-pager -o cat").stdout
-        found = re.search(pattern, journal, re.M)
-        if found:
-            return found.group(0)
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no line matches {pattern!r} in the journal:\n{journal[-4000:]}")
-        time.sleep(0.2)
+
+    def journal() -> str:
+        return box.sh(f"journalctl -u {UNIT} --no-pager -o cat").stdout
+
+    try:
+        found = wait_until(
+            lambda: re.search(pattern, journal(), re.M), interval=0.2, what=f"{pattern!r}"
+        )
+    except AssertionError:
+        raise AssertionError(
+            f"no line matches {pattern!r} in the journal:\n{journal()[-4000:]}"
+        ) from None
+    return found.group(0)
 
 
 def back_to_v2(box: Box) -> None:
