@@ -25,7 +25,7 @@ import hashlib
 import os
 import stat
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,23 +86,36 @@ def file_sha256(path: str | bytes) -> bytes:
 
 
 def hash_sparse(fd: int, size: int, h: hashlib._Hash) -> None:
+    for hole, _, chunk in data_regions(fd, size):
+        feed_zeros(h, hole)
+        h.update(chunk)
+
+
+def data_regions(fd: int, size: int) -> Iterator[tuple[int, int, bytes]]:
+    """A sparse file's data as (zeros before it, offset, chunk), holes skipped by
+    SEEK_DATA/SEEK_HOLE; the last item's chunk is empty and carries the trailing hole.
+
+    Raises OSError when the file shrinks while it is read.
+    """
     pos = 0
     while pos < size:
         try:
             data = os.lseek(fd, pos, os.SEEK_DATA)
         except OSError:  # ENXIO: nothing but a hole up to the end
             data = size
-        feed_zeros(h, data - pos)
         if data >= size:
-            return
+            break
         hole = os.lseek(fd, data, os.SEEK_HOLE)
+        zeros = data - pos
         while data < hole:
             chunk = os.pread(fd, min(CHUNK, hole - data), data)
             if not chunk:
-                raise OSError(f"file shrank while it was hashed at byte {data}")
-            h.update(chunk)
+                raise OSError(f"file shrank while it was read at byte {data}")
+            yield zeros, data, chunk
+            zeros = 0
             data += len(chunk)
         pos = hole
+    yield size - pos, size, b""
 
 
 def feed_zeros(h: hashlib._Hash, count: int) -> None:

@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from supervisord_lite import fsatomic
-from supervisord_lite.brr.digest import CHUNK, Entry, feed_zeros, frozen_mode, in_parallel
+from supervisord_lite.brr.digest import (
+    CHUNK,
+    Entry,
+    data_regions,
+    feed_zeros,
+    frozen_mode,
+    in_parallel,
+)
 from supervisord_lite.brr.sourcetree import unreadable
 from supervisord_lite.errors import BadInput
 
@@ -161,22 +168,8 @@ def write_all(fd: int, data: bytes, offset: int | None = None) -> None:
 
 def copy_sparse(fd_in: int, fd_out: int, size: int, h: hashlib._Hash) -> None:
     """Copy the data regions only; the holes stay holes (ftruncate sets the length)."""
-    pos = 0
-    while pos < size:
-        try:
-            data = os.lseek(fd_in, pos, os.SEEK_DATA)
-        except OSError:  # ENXIO: only a hole remains
-            data = size
-        feed_zeros(h, data - pos)
-        if data >= size:
-            break
-        hole = os.lseek(fd_in, data, os.SEEK_HOLE)
-        while data < hole:
-            chunk = os.pread(fd_in, min(CHUNK, hole - data), data)
-            if not chunk:
-                raise OSError(f"{fd_in}: file shrank while it was copied")
-            h.update(chunk)
-            write_all(fd_out, chunk, data)
-            data += len(chunk)
-        pos = hole
+    for hole, offset, chunk in data_regions(fd_in, size):
+        feed_zeros(h, hole)
+        h.update(chunk)
+        write_all(fd_out, chunk, offset)
     os.ftruncate(fd_out, size)

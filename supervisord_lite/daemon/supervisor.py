@@ -67,6 +67,7 @@ class Supervisor:
         self.last_switch: SwitchRecord | None = None
         self.rejected: Rejection | None = None
         self.fallback: Fallback | None = None  # last-good runs instead of current
+        self.refused: list[dict[str, Any]] = []  # run/refused.json, as of this loop's last write
         self._gens: anyio.abc.TaskGroup | None = None
 
     def _enter(self, event: DaemonEvent) -> None:
@@ -88,6 +89,7 @@ class Supervisor:
         on_failed_start: the first release (and any fallback) could not start at all.
         """
         self.fallback = fallback
+        self._read_refused()
         async with anyio.create_task_group() as gens:
             self._gens = gens
             async with anyio.create_task_group() as loop:
@@ -116,7 +118,7 @@ class Supervisor:
         """Boot, then serve requests until cancelled; False when nothing could start."""
         fallback = self.fallback
         if fallback is not None and fallback.current_id is not None:
-            await refuse(self.root, fallback.current_id, fallback.reason, fallback.running_id)
+            await self._refuse(fallback.current_id, fallback.reason, fallback.running_id)
         if not await self._boot(first, loop):
             return False
         self._enter(DaemonEvent.UP)
@@ -157,7 +159,7 @@ class Supervisor:
         log.error("%s", self.fallback.text())
         await self.retire_generation(generation)
         self.active = None
-        await refuse(self.root, first.id, self.fallback.reason, last_good.id)
+        await self._refuse(first.id, self.fallback.reason, last_good.id)
         generation = await self._start_release(last_good)
         if generation is None:
             return False
@@ -230,13 +232,23 @@ class Supervisor:
         self._tell_status()
         self.notifier.ready()
 
-    async def _refuse(self, release_id: str, reason: str) -> None:
-        running = self.active.release.id if self.active else None
+    async def _refuse(self, release_id: str, reason: str, running: str | None = None) -> None:
+        """Record the refusal (refusing.py); running: what runs, else the active release."""
+        if running is None and self.active is not None:
+            running = self.active.release.id
         await refuse(self.root, release_id, reason, running)
+        self._read_refused()
 
     async def _accepted(self, release: Release) -> None:
         self._mark_good(release)
         await accept(self.root, release.id)
+        self._read_refused()
+
+    def _read_refused(self) -> None:
+        # read when this loop changed the file, not at every `status`: status is the
+        # operator's most frequent command, and a busy daemon's hottest reply
+        records = refusals.read_daemon_records(self.root).values()
+        self.refused = [r.to_data() for r in records]
 
     def _mark_good(self, release: Release) -> None:
         try:
@@ -331,5 +343,5 @@ class Supervisor:
             last_switch=self.last_switch,
             rejected=self.rejected,
             fallback=self.fallback.to_data() if self.fallback else None,
-            refused=[r.to_data() for r in refusals.read_daemon_records(self.root).values()],
+            refused=self.refused,
         )
