@@ -46,7 +46,8 @@ otherwise compile its own source at every start, about a tenth of a second of "s
 all" that no deployment pays.
 
 Deadlines grow with N (spawn 0.1 s a process, stop 0.04 s): where a supervisor misses
-one, its row says how far it got, which is where it gives up. Each supervisor runs under
+one, or starts no more programs for STALL (60 s) before all N run, its row says how far
+it got, which is where it gives up. Each supervisor runs under
 `prlimit --nproc` (checked in /proc/PID/limits; the kernel exempts root, so every poll
 also stops a tree that outgrows N + max(64, N / 4)), with RLIMIT_NOFILE raised toward
 65,536, the hard limit too where the harness may (supervisord needs about 5 fds a child;
@@ -223,6 +224,7 @@ class Program:
     count: int
 
 
+STALL = 60.0  # seconds without one more program running: the supervisor gave up
 MAX_SCALE = 1000  # a release's most instances of one process type
 
 
@@ -532,12 +534,17 @@ def check_alive(run: Run) -> None:
 def wait_running(run: Run, n: int, timeout: float) -> float:
     """Seconds from the supervisor's start until n programs are alive in its tree."""
     deadline = run.started + timeout
+    grown_at, grown_to = run.started, 0
     while True:
         check_alive(run)
         run.tree.refresh()
         check_tree(run)
         now = time.perf_counter()
         count = len(run.tree.programs())
+        if count > grown_to:
+            grown_at, grown_to = now, count
+        elif 0 < count < n and now - grown_at > STALL:  # where it gives up, without the wait
+            raise BenchFailure(f"{count}/{n} running, and no more in {STALL:g} s")
         if count >= n:
             confirmed = sum(
                 1

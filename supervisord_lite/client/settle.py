@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from supervisord_lite.client.connection import daemon_pid, fetch_status
 from supervisord_lite.errors import OperationFailed
@@ -42,8 +41,7 @@ class NotSettled(OperationFailed):
         self.last = last
 
 
-@dataclass(frozen=True)
-class Settled:
+class Settled(NamedTuple):  # not a dataclass: see layout.DeployRoot
     status: dict[str, Any]
     error: str  # "" when the reload or the switch succeeded
 

@@ -16,7 +16,6 @@ under a sub-prog name, was rejected): one line `supervisord-lite: error: ...`, e
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import signal
@@ -34,26 +33,11 @@ from supervisord_lite.layout import resolve_root
 if TYPE_CHECKING:
     from supervisord_lite.daemon.bus import EventBus
     from supervisord_lite.daemon.logfiles import LogFiles
-    from supervisord_lite.daemon.output import Output
     from supervisord_lite.daemon.plugins import Plugin, PluginRunner
     from supervisord_lite.daemon.ready import ReadyRegistry
 
 PROG = "supervisord-lite"
 JSON_COMMANDS = ("status",)
-
-
-class OutputHandler(logging.Handler):
-    """The daemon's own log lines go to the same ordered stream as its children's."""
-
-    def __init__(self, output: Output) -> None:
-        super().__init__()
-        self.output = output
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.output.emit(PROG, self.format(record), keep=True)
-        except Exception:
-            self.handleError(record)
 
 
 class Parser(argparse.ArgumentParser):
@@ -158,11 +142,13 @@ def hold_early_signals() -> list[int]:
 
 
 def run_daemon(args: argparse.Namespace) -> int:
+    import logging  # the client commands never log: their import stays light
+
     import anyio
 
     from supervisord_lite.daemon.limits import raise_nofile
     from supervisord_lite.daemon.main import Daemon
-    from supervisord_lite.daemon.output import Output
+    from supervisord_lite.daemon.output import Output, OutputHandler
     from supervisord_lite.daemon.pidfile import hold_daemon_lock
     from supervisord_lite.daemon.reaper import Reaper, become_subreaper, kill_previous
     from supervisord_lite.daemon.services import Services
@@ -178,7 +164,7 @@ def run_daemon(args: argparse.Namespace) -> int:
         raise ConfigMissing(f"deploy root {root.path} does not exist")
     plugins = enabled_plugins(args)
     output = Output(files=log_files(args, root.logs))
-    handler = OutputHandler(output)
+    handler = OutputHandler(output, PROG)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     with hold_daemon_lock(root):

@@ -25,6 +25,7 @@ Choices, and what was rejected:
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 from collections import deque
@@ -224,3 +225,18 @@ class Output:
                     continue
             keep.append((wanted, stream))
         self._followers = keep
+
+
+class OutputHandler(logging.Handler):
+    """The daemon's own log lines go to the same ordered stream as its children's."""
+
+    def __init__(self, output: Output, prog: str) -> None:
+        super().__init__()
+        self.output = output
+        self.prog = prog
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.output.emit(self.prog, self.format(record), keep=True)
+        except Exception:
+            self.handleError(record)

@@ -195,7 +195,7 @@ class Process:
                 code = await attempt.escalate(
                     child, self.name, self.spec, self.services.reaper.signal_group
                 )
-            self.services.reaper.kill_leftovers(child.pid, self.name, self.release.id)
+            await self.services.reaper.kill_leftovers(child.pid, self.name, self.release.id)
             # the pipe closes once every holder is dead; its last lines are worth a wait
             await output.wait_eof(pipe, DRAIN)
         finally:

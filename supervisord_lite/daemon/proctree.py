@@ -131,12 +131,14 @@ def tagged_any(pid: int) -> bool:
         return False
 
 
-def tagged(pid: int, name: str, release: str) -> bool:
+def tag_of(pid: int) -> tuple[str, str] | None:
+    """(BRR_PROCESS, BRR_RELEASE) from pid's environment: which process it belongs to."""
     try:
         env = psutil.Process(pid).environ()
     except (psutil.Error, OSError):  # gone, not ours, or no descriptor left (EMFILE)
-        return False
-    return env.get("BRR_PROCESS") == name and env.get("BRR_RELEASE") == release
+        return None
+    name = env.get("BRR_PROCESS")
+    return None if name is None else (name, env.get("BRR_RELEASE", ""))
 
 
 def session_of(pid: int) -> tuple[int, int] | None:

@@ -190,6 +190,48 @@ def test_logs_tail_over_the_control_socket(droot: Root, daemon: Any) -> None:
     assert reply["lines"] == ["web.2 | line 2", "web.2 | line 3", "web.2 | line 4"]
 
 
+# Each instance leaves a grandchild in a session of its own, named after the instance.
+GRANDCHILD_PER_INSTANCE = python(
+    "import os, time\n"
+    "if os.fork() == 0:\n"
+    "    os.setsid()\n"
+    "    if os.fork() == 0:\n"
+    "        name = os.environ['BRR_PROCESS']\n"
+    "        path = os.path.join(os.environ['GRANDCHILD_DIR'], name + '.pid')\n"
+    "        open(path + '.tmp', 'w').write(str(os.getpid()))\n"
+    "        os.rename(path + '.tmp', path)\n"
+    "        time.sleep(3600)\n"
+    "    os._exit(0)\n"
+    "time.sleep(3600)"
+)
+
+
+def test_processes_stopped_together_each_lose_their_leftovers_and_only_theirs(
+    droot: Root, daemon: Any, tmp_path: Path
+) -> None:
+    """The orphans of processes that end together are looked for in one pass: each
+    one's grandchild dies with it, and another type's grandchild is left running."""
+    env = {"GRANDCHILD_DIR": str(tmp_path)}
+    droot.release(
+        proc("web", GRANDCHILD_PER_INSTANCE, scale=4, env=env),
+        proc("worker", GRANDCHILD_PER_INSTANCE, env=env),
+    )
+    d = daemon()
+    web = [read_pid(tmp_path / f"web.{i}.pid") for i in range(1, 5)]
+    worker = read_pid(tmp_path / "worker.1.pid")
+    reply = request(droot.layout.control_socket, {"cmd": "stop", "target": "web"})
+    assert reply.get("ok"), reply
+    wait_until(
+        lambda: not [p for p in web if pid_alive(p)],
+        what=f"every web grandchild killed by the stop (alive: {[p for p in web if pid_alive(p)]})",
+    )
+    assert pid_alive(worker), "worker's grandchild was killed by web's stop"
+    assert one(d, "worker.1")["state"] == "RUNNING"
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+    wait_until(lambda: not pid_alive(worker), what="worker's grandchild killed at shutdown")
+
+
 @pytest.mark.parametrize("children_file", [True, False], ids=["listed", "no-children-file"])
 def test_orphan_zombies_are_reaped_after_the_grace_and_ours_never(
     children_file: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
