@@ -68,7 +68,6 @@ import time
 from pathlib import Path
 
 import anyio
-import psutil
 
 from supervisord_lite.daemon.leftovers import kill_previous
 from supervisord_lite.daemon.proctree import (
@@ -109,6 +108,8 @@ def direct_children() -> list[int]:
     listed = listed_children()
     if listed is not None:
         return listed
+    import psutil  # here: the daemon loads it only where the kernel lists no children
+
     with contextlib.suppress(psutil.Error):
         return [p.pid for p in psutil.Process().children()]  # a scan of every process
     return []
