@@ -158,6 +158,9 @@ def hold_early_signals() -> list[int]:
 
 
 def run_daemon(args: argparse.Namespace) -> int:
+    from supervisord_lite.daemon import deferssl
+
+    deferssl.install()  # before asyncio and anyio import ssl: OpenSSL only if used
     import anyio
 
     from supervisord_lite.daemon.limits import raise_nofile
