@@ -47,6 +47,15 @@ def tcp_server(port: int) -> str:
     )
 
 
+NOTIFY_READY = python(
+    "import os, socket, time\n"
+    "a = os.environ['NOTIFY_SOCKET']\n"
+    "a = '\\0' + a[1:] if a.startswith('@') else a\n"
+    "socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'READY=1', a)\n"
+    "time.sleep(600)\n"
+)
+
+
 def mapped_offences(pid: int) -> list[str]:
     maps = Path(f"/proc/{pid}/maps").read_text()
     return sorted({word for word in NOT_MAPPED if word in maps})
@@ -60,16 +69,17 @@ def test_a_days_work_maps_neither_openssl_nor_psutil(droot: Root, daemon: Any) -
             proc("web", http_server(web_port), ready=web_ready),
             proc("api", tcp_server(api_port), ready=ReadyCheck("tcp", f"127.0.0.1:{api_port}")),
             proc("worker", python("import time; time.sleep(600)")),
+            proc("notifier", NOTIFY_READY, ready=ReadyCheck("notify")),
         )
 
     first = release()
     d = daemon()
-    wait_until(lambda: len(running(d, first)) == 3, timeout=60, what="3 running")
+    wait_until(lambda: len(running(d, first)) == 4, timeout=60, what="4 running")
     sock = droot.layout.control_socket
     assert request(sock, {"cmd": "restart", "target": "worker"}).get("ok", True)
     request(sock, {"cmd": "logs", "name": None, "n": 5})
     second = release()
     d.signal(1)  # SIGHUP: switch to the release `current` names
-    wait_until(lambda: len(running(d, second)) == 3, timeout=60, what="switched")
+    wait_until(lambda: len(running(d, second)) == 4, timeout=60, what="switched")
     d.status()
     assert not mapped_offences(d.pid), f"the daemon mapped {mapped_offences(d.pid)}"
