@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 from pathlib import Path
 
@@ -166,6 +165,8 @@ def remove_tree(top: Path) -> None:
     os.rename(top, doomed)
     fsync_dir(top.parent)
     make_writable(doomed)
+    import shutil  # here: it brings zlib, bz2 and lzma, which the daemon need not keep
+
     shutil.rmtree(doomed)
 
 
@@ -195,6 +196,8 @@ def remove_stale_temps(directory: Path) -> list[str]:
         if pid_part.isdigit() and pid_alive(int(pid_part)):
             continue
         if entry.is_dir() and not entry.is_symlink():
+            import shutil
+
             make_writable(entry)
             shutil.rmtree(entry, ignore_errors=True)
         else:
