@@ -9,10 +9,7 @@ power) sees the old thing or the new one, never half of one. Temp names start wi
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import secrets
-import shutil
 import stat
 from pathlib import Path
 
@@ -20,7 +17,7 @@ from supervisord_lite.layout import TEMP_PREFIX
 
 
 def temp_name(directory: Path, hint: str = "") -> Path:
-    return directory / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{hint}"
+    return directory / f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}{hint}"
 
 
 def fsync_dir(directory: Path) -> None:
@@ -87,6 +84,8 @@ def fsync_tree(top: Path) -> None:
 
 def syncfs(path: Path) -> bool:
     """syncfs(2) on the filesystem holding path; False where it is unavailable."""
+    import ctypes  # here: only builds call it, and the daemon need not load it for them
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         call = libc.syncfs
@@ -166,6 +165,8 @@ def remove_tree(top: Path) -> None:
     os.rename(top, doomed)
     fsync_dir(top.parent)
     make_writable(doomed)
+    import shutil  # here: it brings zlib, bz2 and lzma, which the daemon need not keep
+
     shutil.rmtree(doomed)
 
 
@@ -195,6 +196,8 @@ def remove_stale_temps(directory: Path) -> list[str]:
         if pid_part.isdigit() and pid_alive(int(pid_part)):
             continue
         if entry.is_dir() and not entry.is_symlink():
+            import shutil
+
             make_writable(entry)
             shutil.rmtree(entry, ignore_errors=True)
         else:

@@ -9,7 +9,6 @@ parsed YAML, so the same manifest always has the same digest whatever the YAML l
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import signal
@@ -22,6 +21,12 @@ import yaml
 from supervisord_lite.errors import ValidationError
 from supervisord_lite.layout import BUILD_ID_RE, RELEASE_ID_RE, require_inside_releases
 from supervisord_lite.schema import Fields, load_yaml, require_mapping
+
+try:  # CPython's own SHA-256, not OpenSSL's: the daemon checks a digest at every start, and
+    # hashlib would bring libcrypto's digests into its memory for it (issue 16)
+    from _sha256 import sha256  # type: ignore[import-not-found, unused-ignore]
+except ImportError:  # another interpreter, or CPython 3.12+ (_sha2)
+    from hashlib import sha256
 
 SCHEMA = 1
 TYPE_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}")
@@ -150,7 +155,8 @@ class Release:
 
 def compute_digest(body: dict[str, Any]) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    hexdigest: str = sha256(canonical.encode("utf-8")).hexdigest()
+    return "sha256:" + hexdigest
 
 
 # --- parsing ----------------------------------------------------------------------------

@@ -186,3 +186,25 @@ def test_daemon_without_watch_or_plugins_loads_neither(running_daemon: tuple[Pat
     loaded += sorted(m for m in modules if m.startswith("supervisord_lite.plugins"))
     loaded += sorted(m for m in modules if m == "supervisord_lite.daemon.plugins")
     assert not loaded, f"the daemon, run without --watch or --plugin, imported {loaded}"
+
+
+# what the daemon must not carry after a start (issue 16, its memory): OpenSSL's digests
+# (the manifest digest is CPython's own SHA-256), `secrets` (temp names and addresses are
+# os.urandom), psutil (the stray scan and the environments are read from /proc), the real
+# ssl (deferssl.py: loaded on first use; asyncio and anyio import it, use it never here)
+# shutil (argparse's help formatter, fsatomic) brings zlib, bz2 and lzma: 0.6 MB
+NOT_IN_DAEMON = ("hashlib", "_hashlib", "secrets", "psutil", "_ssl", "shutil", "bz2", "lzma")
+
+
+def test_daemon_start_loads_neither_openssl_nor_secrets_nor_psutil(
+    running_daemon: tuple[Path, Path],
+) -> None:
+    _root, out = running_daemon
+    modules = {
+        line.rsplit("|", 1)[1].strip()
+        for line in out.read_text(errors="replace").splitlines()
+        if line.startswith("import time:")
+    }
+    assert "supervisord_lite.daemon.leftovers" in modules  # the stray scan ran its imports
+    loaded = offences(modules, NOT_IN_DAEMON)
+    assert not loaded, f"the daemon imported {loaded} at start"

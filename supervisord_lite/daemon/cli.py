@@ -22,9 +22,14 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from supervisord_lite.client.ctl import add_client_commands, count_arg, run_client_command
+from supervisord_lite.client.ctl import (
+    Formatter,
+    add_client_commands,
+    count_arg,
+    run_client_command,
+)
 from supervisord_lite.errors import BadInput, BrrError, ConfigMissing
 from supervisord_lite.layout import resolve_root
 
@@ -41,6 +46,10 @@ JSON_COMMANDS = ("status",)
 
 
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", Formatter)  # subcommands' parsers too
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         command = self.prog.removeprefix(PROG).strip()
         raise BadInput(f"{command}: {message}" if command else message)
@@ -144,6 +153,9 @@ def hold_early_signals() -> list[int]:
 def run_daemon(args: argparse.Namespace) -> int:
     import logging  # the client commands never log: their import stays light
 
+    from supervisord_lite.daemon import deferssl
+
+    deferssl.install()  # before asyncio and anyio import ssl: OpenSSL only if used
     import anyio
 
     from supervisord_lite.daemon.limits import raise_nofile

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import socket
 from pathlib import Path
 
@@ -63,9 +62,9 @@ def bind_control_socket(
         raise OperationFailed(f"another daemon is serving the control socket {path}")
     # run/ itself must be ROOT's own directory, not a symlink to another root's
     os.close(open_dir(path.parent.parent, path.parent.name, create=True))
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    temp = path.with_name(f".{path.name}.{os.urandom(4).hex()}")
     if len(os.fsencode(temp)) > MAX_SUN_PATH:
-        temp = path.with_name(f".c{secrets.token_hex(4)}")
+        temp = path.with_name(f".c{os.urandom(4).hex()}")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.bind(str(temp))

@@ -3,19 +3,26 @@
 run/children.json is written by the daemon but lies in run/, which anyone in the deploy
 group can write: each entry is only a hint, acted on when the process proves to be one
 a daemon of ours spawned (recorded_child). See reaper.py for the whole design.
+
+Read from /proc directly, as psutil would read it: this runs at every start, and psutil
+would stay in the daemon's memory (about 1.5 MB) for one scan.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 from pathlib import Path
 
-import psutil
-
-from supervisord_lite.daemon.proctree import killpg, session_of, signal_pids, start_ticks, subtree
+from supervisord_lite.daemon.proctree import (
+    environ,
+    killpg,
+    session_of,
+    signal_pids,
+    start_ticks,
+    subtree,
+)
 
 
 def kill_previous(record: Path, builds: Path) -> int:
@@ -53,11 +60,7 @@ def recorded_child(entry: object) -> int | None:
         return None
     if type(ticks) is not int or start_ticks(pid) != ticks or session_of(pid) != (pid, pid):
         return None
-    try:
-        proc = psutil.Process(pid)
-        if proc.uids().real != os.getuid() or "BRR_PROCESS" not in proc.environ():
-            return None
-    except psutil.Error:
+    if real_uid(pid) != os.getuid() or b"BRR_PROCESS" not in (environ(pid) or {}):
         return None
     return pid
 
@@ -67,12 +70,41 @@ def strays(builds: Path) -> set[int]:
     found: set[int] = set()
     uid = os.getuid()
     prefix = str(builds) + os.sep
-    for proc in psutil.process_iter(["uids", "pid"]):
-        with contextlib.suppress(psutil.Error):
-            if proc.pid <= 1 or proc.info["uids"] is None or proc.info["uids"].real != uid:
-                continue
-            if not (proc.cwd() + os.sep).startswith(prefix):
-                continue
-            if "BRR_PROCESS" in proc.environ():
-                found.update(subtree(proc.pid))
+    for pid in all_pids():
+        if pid <= 1 or real_uid(pid) != uid:
+            continue
+        cwd = working_directory(pid)
+        if cwd is None or not (cwd + os.sep).startswith(prefix):
+            continue
+        if b"BRR_PROCESS" in (environ(pid) or {}):
+            found.update(subtree(pid))
     return found
+
+
+def all_pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def real_uid(pid: int) -> int | None:
+    """pid's real uid (the first of /proc/<pid>/status's Uid: line); None when gone."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Uid:"):
+                    return int(line.split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return None
+
+
+def working_directory(pid: int) -> str | None:
+    """pid's working directory; one removed since (a pruned build) without the kernel's
+    ` (deleted)` mark, as psutil gives it."""
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return None
+    mark = " (deleted)"
+    if cwd.endswith(mark) and not os.path.exists(cwd):
+        cwd = cwd[: -len(mark)]
+    return cwd

@@ -3,7 +3,8 @@
 Read from /proc, per process, so a walk costs O(its tree), not O(host): the children
 file of each thread (/proc/<pid>/task/<tid>/children), and field 22 of /proc/<pid>/stat
 for the start time, which with the pid names one process ever (pids are reused). Where
-the kernel has no children files, psutil's scan of every process stands in.
+the kernel has no children files, psutil's scan of every process stands in: psutil is
+imported there only, so the daemon does not carry it (about 1.5 MB) where it never runs.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterable
-
-import psutil
 
 MAX_TREE = 100_000  # a bound on one walk of a tree that forks while it is walked
 
@@ -54,6 +53,8 @@ def killpg(pgid: int, sig: int) -> bool:
 def subtree(pid: int) -> list[int]:
     """pid and every descendant it has now."""
     if listed_children() is None:  # no children files: psutil's scan of every process
+        import psutil
+
         try:
             proc = psutil.Process(pid)
             return [pid, *(c.pid for c in proc.children(recursive=True))]
@@ -97,10 +98,8 @@ def escaped(pid: int) -> bool:
     (`setsid env -i ...`): nothing about it names the process it came from."""
     if session_of(pid) != (pid, pid):
         return False
-    try:
-        return "BRR_PROCESS" not in psutil.Process(pid).environ()
-    except (psutil.Error, OSError):  # gone, not ours, or no descriptor left (EMFILE)
-        return False
+    env = environ(pid)
+    return env is not None and b"BRR_PROCESS" not in env
 
 
 def start_ticks(pid: int) -> int | None:
@@ -124,21 +123,33 @@ def is_zombie(pid: int) -> bool:
         return False
 
 
-def tagged_any(pid: int) -> bool:
+def environ(pid: int) -> dict[bytes, bytes] | None:
+    """The environment pid was started with (/proc/<pid>/environ, as psutil reads it);
+    None when it is gone, not ours, or no descriptor is left (EMFILE)."""
     try:
-        return "BRR_PROCESS" in psutil.Process(pid).environ()
-    except (psutil.Error, OSError):  # gone, not ours, or no descriptor left (EMFILE)
-        return False
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    env = {}
+    for entry in data.split(b"\0"):
+        key, sep, value = entry.partition(b"=")
+        if sep:
+            env[key] = value
+    return env
+
+
+def tagged_any(pid: int) -> bool:
+    env = environ(pid)
+    return env is not None and b"BRR_PROCESS" in env
 
 
 def tag_of(pid: int) -> tuple[str, str] | None:
     """(BRR_PROCESS, BRR_RELEASE) from pid's environment: which process it belongs to."""
-    try:
-        env = psutil.Process(pid).environ()
-    except (psutil.Error, OSError):  # gone, not ours, or no descriptor left (EMFILE)
+    env = environ(pid)
+    if env is None or b"BRR_PROCESS" not in env:
         return None
-    name = env.get("BRR_PROCESS")
-    return None if name is None else (name, env.get("BRR_RELEASE", ""))
+    return os.fsdecode(env[b"BRR_PROCESS"]), os.fsdecode(env.get(b"BRR_RELEASE", b""))
 
 
 def session_of(pid: int) -> tuple[int, int] | None:

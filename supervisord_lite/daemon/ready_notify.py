@@ -21,7 +21,6 @@ from __future__ import annotations
 import array
 import logging
 import os
-import secrets
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -113,7 +112,7 @@ def credentials(ancdata: list[tuple[int, int, bytes]]) -> tuple[int | None, int 
 def child_address(name: str) -> str:
     """@supervisord-lite/<daemon pid>/<name>/<random>, name shortened to fit sun_path."""
     head = f"@supervisord-lite/{os.getpid()}/"
-    tail = "/" + secrets.token_hex(8)
+    tail = "/" + os.urandom(8).hex()
     room = MAX_ADDRESS - len(head) - len(tail)
     return head + name[:room] + tail
 

@@ -70,7 +70,6 @@ from pathlib import Path
 
 import anyio
 import anyio.lowlevel
-import psutil
 
 from supervisord_lite.daemon.leftovers import kill_previous
 from supervisord_lite.daemon.proctree import (
@@ -111,6 +110,8 @@ def direct_children() -> list[int]:
     listed = listed_children()
     if listed is not None:
         return listed
+    import psutil  # here: the daemon loads it only where the kernel lists no children
+
     with contextlib.suppress(psutil.Error):
         return [p.pid for p in psutil.Process().children()]  # a scan of every process
     return []
