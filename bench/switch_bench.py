@@ -558,8 +558,10 @@ def render(result: dict[str, Any], args: argparse.Namespace) -> str:
             "",
             "![latency of every request around one switch](switch-latency.png)",
             "",
-            "Reading it: the start-first switch has the old and new processes accept from one "
-            "kernel socket, so nothing is refused and the latency barely moves. stop-first "
+            "Reading it: in a start-first switch the new processes get a listener of their own "
+            "on the held address, new connections are steered to it, and the old processes are "
+            "stopped once their accept queue is empty (draining, docs/zero-downtime.md), so "
+            "nothing is refused and the latency barely moves. stop-first "
             "with the app binding its own port refuses connections while nothing listens; "
             "supervisord's `restart` is the same stop-then-start, and waits `startsecs` (1 s) "
             "before it returns. " + stop_note,

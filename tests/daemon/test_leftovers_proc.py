@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from supervisord_lite.daemon.leftovers import kill_previous, recorded_child, strays
-from supervisord_lite.daemon.proctree import environ, start_ticks, tagged, tagged_any
+from supervisord_lite.daemon.proctree import environ, start_ticks, tag_of, tagged_any
 from tests.helpers import pid_alive, wait_until
 
 # a parent that starts one child and both sleep; the child's pid on stdout
@@ -134,6 +134,7 @@ def test_the_environment_is_read_as_the_process_was_started(builds: Path, starte
     ours, _ = started.start(builds.parent / "elsewhere", {**TAG, "ODD": "a=b\tc"})
     env = environ(ours)
     assert env is not None and env[b"ODD"] == b"a=b\tc"
-    assert tagged(ours, "web.1", "v3") and tagged_any(ours)
-    assert not tagged(ours, "web.1", "v4") and not tagged(ours, "web.2", "v3")
+    assert tag_of(ours) == ("web.1", "v3") and tagged_any(ours)
+    untagged, _ = started.start(builds.parent / "elsewhere", {})
+    assert tag_of(untagged) is None and not tagged_any(untagged)
     assert environ(2**22 + 1) is None  # above pid_max: no such process
