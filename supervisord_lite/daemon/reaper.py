@@ -187,9 +187,9 @@ class Reaper:
         first to run again sweeps every claim filed by then. The list is read after each
         of those exits, so it holds what each left behind.
         """
-        doomed = {pid for pid, ticks in self._trees.pop(pgid, set()) if start_ticks(pid) == ticks}
+        noted = self._trees.pop(pgid, set())
+        doomed = {pid for pid, ticks in noted if self._not_ours(pid) and start_ticks(pid) == ticks}
         killpg(pgid, signal.SIGKILL)
-        doomed.difference_update({os.getpid(), *self._ours})
         if doomed:
             log.info("%s: killing %d leftover process(es) outside its group", name, len(doomed))
             signal_pids(doomed, signal.SIGKILL)
@@ -198,6 +198,11 @@ class Reaper:
         await anyio.lowlevel.cancel_shielded_checkpoint()
         if not claim.swept:
             self._sweep_orphans()
+
+    def _not_ours(self, pid: int) -> bool:
+        """Neither the daemon nor a process it spawned (a set built of those per exit
+        would cost O(every process) again)."""
+        return pid != os.getpid() and pid not in self._ours
 
     def _sweep_orphans(self) -> None:
         claims, self._claims = self._claims, []
@@ -217,8 +222,8 @@ class Reaper:
         self._known.intersection_update(orphans)
         for claim in claims:
             claim.swept = True
-        for name, pids in doomed.items():
-            pids.difference_update({os.getpid(), *self._ours})
+        for name, found in doomed.items():
+            pids = {pid for pid in found if self._not_ours(pid)}
             if pids:
                 log.info("%s: killing %d leftover process(es) outside its group", name, len(pids))
                 signal_pids(pids, signal.SIGKILL)
