@@ -76,7 +76,7 @@ BRR_COMMANDS: list[tuple[list[str], bool]] = [
     (["--help"], False),
     (["releases", "--help"], False),
     (["init"], False),
-    (["releases"], True),
+    (["releases"], False),  # from the ledger's lines (brr/listing.py)
     (["show", "v1"], True),
     (["diff", "v1", "v2"], True),
     (["verify"], True),

@@ -338,10 +338,10 @@ def cmd_deploy(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def cmd_releases(root: DeployRoot, args: argparse.Namespace) -> Result:
-    from supervisord_lite.brr import inspect
+    from supervisord_lite.brr import listing
 
-    data = inspect.list_releases(root.require_initialized())
-    return data, inspect.format_releases(data), 0
+    data = listing.list_releases(root.require_initialized())
+    return data, listing.format_releases(data), 0
 
 
 def cmd_show(root: DeployRoot, args: argparse.Namespace) -> Result:
