@@ -16,10 +16,9 @@ import contextlib
 import json
 import os
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from supervisord_lite import nofollow
 from supervisord_lite.errors import NO_SPACE, OperationFailed
@@ -47,8 +46,7 @@ class LedgerDamaged(OperationFailed):
     """A whole line of the ledger is not a valid event: nothing is written past it."""
 
 
-@dataclass(frozen=True)
-class LedgerRead:
+class LedgerRead(NamedTuple):  # not a dataclass: see layout.DeployRoot
     entries: list[dict[str, Any]]
     good_bytes: int  # length of the prefix made of whole lines
     torn: bool  # bytes after the last newline: a write cut by a power loss

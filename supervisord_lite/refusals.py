@@ -26,19 +26,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from supervisord_lite import fsatomic, ledger, nofollow
+from supervisord_lite import ledger, nofollow
 from supervisord_lite.errors import BrrError
 from supervisord_lite.layout import RELEASE_ID_RE, DeployRoot
 
 REASON_MAX = 400  # a reason is one line in a ledger and a status; a traceback is not
 
 
-@dataclass(frozen=True)
-class Refusal:
+class Refusal(NamedTuple):  # not a dataclass: see layout.DeployRoot
     id: str
     at: float
     reason: str
@@ -73,6 +71,8 @@ def read_daemon_records(root: DeployRoot) -> dict[str, Refusal]:
 
 
 def write_daemon_records(root: DeployRoot, records: dict[str, Refusal]) -> None:
+    from supervisord_lite import fsatomic  # the readers (`releases`, `status`) never write
+
     data = {r.id: {"at": r.at, "reason": r.reason} for r in records.values()}
     fsatomic.write_file(root.refused_file, json.dumps(data, indent=1).encode(), mode=0o644)
 
@@ -146,6 +146,8 @@ def revert_current(
     or, with wait=False, another writer holds the lock (the daemon must not block on an
     operator's long command; its own record covers the next boot).
     """
+    from supervisord_lite import fsatomic
+
     try:
         with root.locked(wait=wait):
             if root.current_release_id() != refused or refused == running:
