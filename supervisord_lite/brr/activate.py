@@ -69,11 +69,11 @@ def activate(root: DeployRoot, release_id: str, *, event: str = "activate") -> A
 
         run_release_command(root, release)
     previous = root.current_release_id()
-    ledger.check(root.ledger)  # a damaged ledger refuses now, before current moves
+    checked = ledger.check(root.ledger)  # a damaged ledger refuses now, before current moves
     fsatomic.remove_stale_temps(root.path)
     fsatomic.replace_symlink(root.current, f"releases/{release.id}")
     try:
-        ledger.append(root.ledger, event, release.id, previous=previous)
+        ledger.append_checked(root.ledger, checked, event, release.id, previous=previous)
     except ledger.LedgerWriteFailed as exc:
         # an activation the ledger does not record would be invisible to rollback and to
         # `releases`: undo it, so that the failure changed nothing
