@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import re
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -39,6 +38,8 @@ MAX_LINE = 1024 * 1024
 
 
 def utc_now() -> str:
+    from datetime import UTC, datetime  # writers only: readers do not pay its import
+
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

@@ -3,7 +3,7 @@
 Parsing every manifest cost more than all the rest of the command (200 releases: 0.8 ms
 each with the YAML import, issue 16), and an operator types it all day. So each
 `release` line of the ledger records what the list shows (created_at, build, commit,
-config keys, formation) and the SHA-256 of the exact bytes of the release.yaml it was
+config keys, formation) and the BLAKE2b hash of the exact bytes of the release.yaml it was
 written with. A release is listed from its line only when its manifest, read now, still
 hashes to that value: the line then describes that very file, and the list is what
 parsing it would print. Every other release is read the old way, manifest and build.yaml
@@ -36,15 +36,17 @@ ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_SCALE = 1000
 CREATED_AT_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 COMMIT_RE = re.compile(r"[0-9a-f]{12}( \(dirty\))?")
-SHA256_RE = re.compile(r"[0-9a-f]{64}")
+HASH_RE = re.compile(r"[0-9a-f]{64}")
 MAX_MANIFEST = 16 << 20  # larger than any manifest the loader takes; past it: the old path
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
-def manifest_sha256(manifest: bytes) -> str:
-    import hashlib  # here only: the list hashes, `--help` and the daemon's client do not
+def manifest_hash(manifest: bytes) -> str:
+    """BLAKE2b-256 of the bytes: hashlib's own blake2b, imported from where hashlib takes
+    it, because `import hashlib` loads OpenSSL's libcrypto first (3 ms of every list)."""
+    from _blake2 import blake2b
 
-    return hashlib.sha256(manifest).hexdigest()
+    return blake2b(manifest, digest_size=32).hexdigest()
 
 
 def recorded_fields(release: Release, manifest: bytes, commit: str | None) -> dict[str, Any]:
@@ -56,7 +58,7 @@ def recorded_fields(release: Release, manifest: bytes, commit: str | None) -> di
         "formation": release.formation(),
         "created_at": release.created_at,
         "commit": commit,
-        "manifest_sha256": manifest_sha256(manifest),
+        "manifest_blake2b": manifest_hash(manifest),
     }
 
 
@@ -92,8 +94,8 @@ def release_lines(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def from_line(rid: str, line: dict[str, Any], manifest: bytes | None) -> dict[str, Any] | None:
     """The row of rid from its ledger line; None unless the line fits the manifest."""
-    recorded = line.get("manifest_sha256")
-    if manifest is None or not (isinstance(recorded, str) and SHA256_RE.fullmatch(recorded)):
+    recorded = line.get("manifest_blake2b")
+    if manifest is None or not (isinstance(recorded, str) and HASH_RE.fullmatch(recorded)):
         return None
     build, created, commit = line.get("build"), line.get("created_at"), line.get("commit")
     keys, formation = line.get("config_keys"), line.get("formation")
@@ -105,7 +107,7 @@ def from_line(rid: str, line: dict[str, Any], manifest: bytes | None) -> dict[st
         and (commit is None or (isinstance(commit, str) and COMMIT_RE.fullmatch(commit)))
         and good_keys(keys)
         and good_formation(formation)
-        and manifest_sha256(manifest) == recorded
+        and manifest_hash(manifest) == recorded
     ):
         return None
     return {

@@ -16,7 +16,7 @@ from supervisord_lite.layout import DeployRoot
 from supervisord_lite.manifest import dump_release, load_release
 from tests.helpers import brr_json, run_brr
 
-NEW_FIELDS = ("created_at", "commit", "manifest_sha256")
+NEW_FIELDS = ("created_at", "commit", "manifest_blake2b")
 
 
 def git(src: Path, *args: str) -> None:
