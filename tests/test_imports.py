@@ -92,7 +92,10 @@ BRR_COMMANDS: list[tuple[list[str], bool]] = [
 # what the commands typed all day leave alone (issue 16): `releases` reads the ledger's
 # lines, not the manifests; `activate` of a release without a release command runs nothing
 NOT_LOADED_BY = {
-    "releases": ("supervisord_lite.manifest", "supervisord_lite.brr.build", "dataclasses"),
+    "releases": (
+        *("supervisord_lite.manifest", "supervisord_lite.brr.build", "supervisord_lite.fsatomic"),
+        *("dataclasses", "_hashlib", "datetime", "shutil"),  # OpenSSL; shutil: bz2, lzma
+    ),
     "status": ("supervisord_lite.manifest", "supervisord_lite.fsatomic", "dataclasses"),
     "activate": ("supervisord_lite.brr.build", "supervisord_lite.brr.release_phase", "subprocess"),
 }
