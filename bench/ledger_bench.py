@@ -13,7 +13,7 @@ line each in the ledger, so the ledger holds 2S + 1 events and `current` is vS. 
 real console script runs, each command timed from fork to exit (interpreter start-up
 included, as an operator waits for it), median of --runs:
 
-- releases: lists every release (reads every manifest);
+- releases: lists every release (each from its ledger line, its manifest hashed);
 - verify: every release manifest and the one build's digest;
 - activate: alternately vS-1 and vS (reads the ledger, appends one line, moves current);
 - prune --keep S-10: removes the 10 oldest releases, on a fresh copy of the root each run
@@ -63,6 +63,9 @@ def brr(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 def make_root(root: Path, releases: int) -> None:
     """A root with `releases` releases of one build, vS current (see the header)."""
     from supervisord_lite import fsatomic, ledger
+    from supervisord_lite.brr.build import build_commit
+    from supervisord_lite.brr.listing import recorded_fields
+    from supervisord_lite.layout import DeployRoot
     from supervisord_lite.manifest import dump_release, load_release
 
     src = root.parent / f"{root.name}-src"
@@ -75,14 +78,16 @@ def make_root(root: Path, releases: int) -> None:
     v1 = load_release(root / "releases" / "v1" / "release.yaml")
     lines = []
     seq = len(ledger.read_ledger(root / "ledger.jsonl").entries)
+    commit = build_commit(DeployRoot(root), build_id, {})
     for n in range(2, releases + 1):
         rel = replace(v1, id=f"v{n}", created_at=ledger.utc_now()).sealed()
         rdir = root / "releases" / rel.id
         rdir.mkdir()
-        (rdir / "release.yaml").write_bytes(dump_release(rel))
+        manifest = dump_release(rel)
+        (rdir / "release.yaml").write_bytes(manifest)
         os.chmod(rdir / "release.yaml", 0o640)
         for event, extra in (
-            ("release", {"build": build_id, "config_keys": [], "formation": rel.formation()}),
+            ("release", recorded_fields(rel, manifest, commit)),
             ("activate", {"previous": f"v{n - 1}"}),
         ):
             seq += 1

@@ -16,10 +16,8 @@ import contextlib
 import json
 import os
 import re
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from supervisord_lite import nofollow
 from supervisord_lite.errors import NO_SPACE, OperationFailed
@@ -40,6 +38,8 @@ MAX_LINE = 1024 * 1024
 
 
 def utc_now() -> str:
+    from datetime import UTC, datetime  # writers only: readers do not pay its import
+
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -47,8 +47,7 @@ class LedgerDamaged(OperationFailed):
     """A whole line of the ledger is not a valid event: nothing is written past it."""
 
 
-@dataclass(frozen=True)
-class LedgerRead:
+class LedgerRead(NamedTuple):  # not a dataclass: see layout.DeployRoot
     entries: list[dict[str, Any]]
     good_bytes: int  # length of the prefix made of whole lines
     torn: bool  # bytes after the last newline: a write cut by a power loss
@@ -120,9 +119,12 @@ def entry_problem(entry: dict[str, Any], last_seq: int) -> str | None:
     return None
 
 
-def check(path: Path) -> None:
-    """Raise LedgerDamaged (or PlantedLink) now, before a change the ledger must record."""
-    read_ledger(path)
+def check(path: Path) -> LedgerRead:
+    """Raise LedgerDamaged (or PlantedLink) now, before a change the ledger must record.
+
+    The caller holds the root's lock: what it returns can be given to append() below,
+    which then need not read the whole ledger a second time."""
+    return read_ledger(path)
 
 
 class LedgerWriteFailed(OperationFailed):
@@ -139,9 +141,16 @@ def append(path: Path, event: str, entry_id: str, **fields: Any) -> dict[str, An
     Raises LedgerWriteFailed when the line cannot be written (a full disk, a file size
     limit); the ledger is then as it was, with no part of the line in it.
     """
+    return append_checked(path, None, event, entry_id, **fields)
+
+
+def append_checked(
+    path: Path, checked: LedgerRead | None, event: str, entry_id: str, **fields: Any
+) -> dict[str, Any]:
+    """append(), given what check() returned under the same lock (None: read it now)."""
     if event not in EVENTS:
         raise ValueError(f"unknown ledger event {event!r}")
-    state = read_ledger(path)
+    state = checked if checked is not None else read_ledger(path)
     last_seq = state.entries[-1]["seq"] if state.entries else 0
     entry = {"seq": last_seq + 1, "at": utc_now(), "event": event, "id": entry_id, **fields}
     line = (json.dumps(entry, sort_keys=False, separators=(",", ":")) + "\n").encode()

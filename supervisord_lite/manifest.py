@@ -10,8 +10,10 @@ parsed YAML, so the same manifest always has the same digest whatever the YAML l
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
+import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -339,11 +341,13 @@ def load_release(path: Path, *, builds_dir: Path | None = None) -> Release:
     """
     source = str(path)
     try:
-        text = path.read_bytes()
+        text = read_regular_file(path)
     except FileNotFoundError:
         raise ValidationError(source, "", "no such file") from None
     except OSError as exc:
         raise ValidationError(source, "", f"cannot read: {exc.strerror}") from None
+    if text is None:
+        raise ValidationError(source, "", "not a regular file")
     release = release_from_data(load_yaml(text, source), source)
     expected = path.parent.name
     if RELEASE_ID_RE.fullmatch(expected) and expected != release.id:
@@ -353,6 +357,14 @@ def load_release(path: Path, *, builds_dir: Path | None = None) -> Release:
     if builds_dir is not None:  # a release of a root: it must be in that root's releases/
         require_inside_releases(path, builds_dir)
     return release
+
+
+def read_regular_file(path: Path) -> bytes | None:
+    """path's bytes; None for a FIFO or a device planted there, which would otherwise
+    block the reader (`releases`, the daemon) for good."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    with open(fd, "rb") as f:
+        return f.read() if stat.S_ISREG(os.fstat(fd).st_mode) else None
 
 
 def dump_release(release: Release) -> bytes:

@@ -26,19 +26,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from supervisord_lite import fsatomic, ledger, nofollow
+from supervisord_lite import ledger, nofollow
 from supervisord_lite.errors import BrrError
 from supervisord_lite.layout import RELEASE_ID_RE, DeployRoot
 
 REASON_MAX = 400  # a reason is one line in a ledger and a status; a traceback is not
 
 
-@dataclass(frozen=True)
-class Refusal:
+class Refusal(NamedTuple):  # not a dataclass: see layout.DeployRoot
     id: str
     at: float
     reason: str
@@ -73,6 +70,8 @@ def read_daemon_records(root: DeployRoot) -> dict[str, Refusal]:
 
 
 def write_daemon_records(root: DeployRoot, records: dict[str, Refusal]) -> None:
+    from supervisord_lite import fsatomic  # the readers (`releases`, `status`) never write
+
     data = {r.id: {"at": r.at, "reason": r.reason} for r in records.values()}
     fsatomic.write_file(root.refused_file, json.dumps(data, indent=1).encode(), mode=0o644)
 
@@ -119,8 +118,9 @@ def refused_releases(root: DeployRoot, entries: list[dict[str, Any]]) -> dict[st
             out[rid] = str(entry.get("reason") or "the daemon refused it")
         elif event in ("activate", "rollback"):
             out.pop(rid, None)
-    activated = last_activations(entries)
-    for refusal in read_daemon_records(root).values():
+    records = read_daemon_records(root)
+    activated = last_activations(entries) if records else {}
+    for refusal in records.values():
         if refusal.at > activated.get(refusal.id, 0.0):  # not activated again since
             out.setdefault(refusal.id, refusal.reason)
     return out
@@ -128,6 +128,8 @@ def refused_releases(root: DeployRoot, entries: list[dict[str, Any]]) -> dict[st
 
 def last_activations(entries: list[dict[str, Any]]) -> dict[str, float]:
     """Release ID -> when it was last activated (unix time), from the ledger's `at`."""
+    from datetime import datetime  # only with a daemon record to weigh: 2 ms of start-up
+
     out: dict[str, float] = {}
     for entry in entries:
         if entry.get("event") in ("activate", "rollback"):
@@ -146,6 +148,8 @@ def revert_current(
     or, with wait=False, another writer holds the lock (the daemon must not block on an
     operator's long command; its own record covers the next boot).
     """
+    from supervisord_lite import fsatomic
+
     try:
         with root.locked(wait=wait):
             if root.current_release_id() != refused or refused == running:

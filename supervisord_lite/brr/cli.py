@@ -14,9 +14,9 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
+from supervisord_lite.brr.parser import PROG, command_word, make_parser
 from supervisord_lite.errors import (
     NO_SPACE,
     BadInput,
@@ -33,132 +33,6 @@ if TYPE_CHECKING:
     from supervisord_lite.brr import activate as act
     from supervisord_lite.brr import releases as rel
     from supervisord_lite.declaration import Declaration
-
-PROG = "brr-release"
-DEFAULT_WAIT = 300.0
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise BadInput(message)
-
-
-def common() -> Parser:
-    p = Parser(add_help=False)
-    p.add_argument("--root", default=argparse.SUPPRESS, help="deploy root (else $BRR_ROOT)")
-    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
-    return p
-
-
-def release_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--env-file",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="F",
-        help="a .env file of KEY=VALUE lines; ${VAR} and $VAR stay literal (no expansion); "
-        "a bare KEY line sets nothing",
-    )
-    p.add_argument("--set", action="append", default=[], metavar="K=V", dest="sets")
-    p.add_argument("--unset", action="append", default=[], metavar="K", dest="unsets")
-
-
-def activation_options(p: argparse.ArgumentParser, *, with_flag: bool) -> None:
-    if with_flag:
-        p.add_argument("--activate", action="store_true", help="activate the new release")
-    p.add_argument("--no-signal", action="store_true", help="do not SIGHUP the daemon")
-    p.add_argument("--wait", action="store_true", help="wait until the daemon runs it")
-    p.add_argument("--timeout", type=float, default=DEFAULT_WAIT, metavar="S")
-
-
-def from_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--from",
-        dest="from_id",
-        metavar="ID",
-        help="start from this release (default: the current one, else the newest)",
-    )
-
-
-def build_env_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--build-env",
-        action="append",
-        default=[],
-        metavar="NAME[=VALUE]",
-        help="pass NAME (from this shell, or =VALUE) to the build steps' clean environment",
-    )
-
-
-def make_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog=PROG, parents=[common()], description="Build and release stages.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    c = [common()]
-    p = sub.add_parser("init", parents=c, help="create the deploy root layout")
-    p.add_argument("--group", help="share the root with this group (a deploy user's)")
-    p = sub.add_parser("build", parents=c, help="build a source tree")
-    p.add_argument("src", type=Path)
-    build_env_option(p)
-    p = sub.add_parser("release", parents=c, help="a new release of a build")
-    p.add_argument("--build", required=True, dest="build_id")
-    release_options(p)
-    activation_options(p, with_flag=True)
-    p = sub.add_parser("config", parents=c, help="a new release with changed config")
-    csub = p.add_subparsers(dest="config_command", required=True, parser_class=Parser)
-    for name, meta in (("set", "K=V"), ("unset", "K")):
-        q = csub.add_parser(name, parents=c)
-        q.add_argument("items", nargs="+", metavar=meta)
-        from_option(q)
-        activation_options(q, with_flag=True)
-    p = sub.add_parser("scale", parents=c, help="a new release with a changed formation")
-    p.add_argument("items", nargs="+", metavar="TYPE=N")
-    from_option(p)
-    activation_options(p, with_flag=True)
-    p = sub.add_parser("activate", parents=c, help="make a release current")
-    p.add_argument("release_id", metavar="ID")
-    activation_options(p, with_flag=False)
-    p = sub.add_parser("deploy", parents=c, help="build + release + activate")
-    p.add_argument("src", type=Path)
-    build_env_option(p)
-    release_options(p)
-    activation_options(p, with_flag=False)
-    p = sub.add_parser("rollback", parents=c, help="re-activate an earlier release")
-    p.add_argument("release_id", nargs="?", metavar="ID")
-    activation_options(p, with_flag=False)
-    sub.add_parser("releases", parents=c, help="list releases, newest first")
-    p = sub.add_parser("show", parents=c, help="one release")
-    p.add_argument("release_id", metavar="ID")
-    p.add_argument("--show-values", action="store_true")
-    p = sub.add_parser("diff", parents=c, help="what changed between two releases")
-    p.add_argument("a", metavar="A")
-    p.add_argument("b", metavar="B")
-    p.add_argument("--show-values", action="store_true")
-    p = sub.add_parser("prune", parents=c, help="remove old releases and unused builds")
-    p.add_argument("--keep", type=int, required=True, metavar="N")
-    sub.add_parser("verify", parents=c, help="recompute every digest")
-    p = sub.add_parser(
-        "run",
-        parents=c,
-        help="a one-off command in a release's app dir and environment",
-        description="Run CMD in the release's app directory with its config and a clean "
-        "environment (as the release phase has it); its exit code is run's. One argument "
-        "is a shell command line, several are run as they are.",
-    )
-    p.add_argument("--release", dest="release_id", metavar="ID", help="default: current")
-    p.add_argument("oneoff", nargs=argparse.REMAINDER, metavar="-- CMD ...")
-    p = sub.add_parser("import", parents=c, help="a brr.yaml from a Procfile or supervisord.conf")
-    isub = p.add_subparsers(dest="import_command", required=True, parser_class=Parser)
-    q = isub.add_parser("procfile", parents=c, help="honcho/foreman Procfile (+ .env)")
-    q.add_argument("file", nargs="?", type=Path, default=Path("Procfile"))
-    q.add_argument("--env", type=Path, dest="env_file", metavar="FILE")
-    r = isub.add_parser("supervisord", parents=c, help="supervisord.conf [program:x] sections")
-    r.add_argument("file", type=Path)
-    for q in isub.choices.values():
-        q.add_argument("-o", "--output", type=Path, help="write brr.yaml here, not stdout")
-        q.add_argument("--force", action="store_true", help="overwrite --output")
-    fleet_options(sub, c)
-    return parser
 
 
 # --- commands: each returns (data for --json, human text, exit code) --------------------
@@ -338,10 +212,10 @@ def cmd_deploy(root: DeployRoot, args: argparse.Namespace) -> Result:
 
 
 def cmd_releases(root: DeployRoot, args: argparse.Namespace) -> Result:
-    from supervisord_lite.brr import inspect
+    from supervisord_lite.brr import listing
 
-    data = inspect.list_releases(root.require_initialized())
-    return data, inspect.format_releases(data), 0
+    data = listing.list_releases(root.require_initialized())
+    return data, listing.format_releases(data), 0
 
 
 def cmd_show(root: DeployRoot, args: argparse.Namespace) -> Result:
@@ -430,67 +304,6 @@ def join_words(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def fleet_options(sub: Any, c: list[Parser]) -> None:
-    """Options of the fleet's commands (brr/transfer_cli.py, brr/fleet_commands.py)."""
-    parents = c
-    p = sub.add_parser("build-export", parents=c, help="`build export ID`")
-    p.add_argument("build_id", metavar="ID")
-    p.add_argument("-o", "--output", default="-", metavar="FILE|-")
-    p = sub.add_parser("build-import", parents=c, help="`build import FILE|-`")
-    p.add_argument("file", metavar="FILE|-")
-    p = sub.add_parser("release-export", parents=c, help="`release export ID`")
-    p.add_argument("release_id", metavar="ID")
-    p.add_argument("-o", "--output", default="-", metavar="FILE|-")
-    p = sub.add_parser("release-import", parents=c, help="`release import FILE|-`")
-    p.add_argument("file", metavar="FILE|-")
-    sub.add_parser("status", parents=c, help="current, running, last switch, refused")
-    config = sub.choices["config"]._subparsers._group_actions[0].choices.values()
-    for q in (sub.choices["release"], sub.choices["scale"], *config):
-        q.add_argument(
-            "--if-changed",
-            action="store_true",
-            help="no release when build, config and formation equal the current release",
-        )
-    p = sub.add_parser("fleet", parents=list(parents), help="many hosts, through Ansible")
-    fsub = p.add_subparsers(dest="fleet_command", required=True, parser_class=type(p))
-    d = fsub.add_parser("deploy", parents=list(parents), help="roll a source tree out")
-    d.add_argument("src", type=Path)
-    d.add_argument("--env-file", action="append", default=[], metavar="F")
-    d.add_argument("--set", action="append", default=[], metavar="K=V", dest="sets")
-    d.add_argument("--unset", action="append", default=[], metavar="K", dest="unsets")
-    d.add_argument(
-        "--revert-on-failure",
-        action="store_true",
-        help="put hosts upgraded in this run back on what they ran",
-    )
-    r = fsub.add_parser("rollback", parents=list(parents), help="every host to release ID")
-    r.add_argument("release_id", nargs="?", metavar="ID")
-    s = fsub.add_parser("status", parents=list(parents), help="what every host runs")
-    for q in (d, r, s):
-        q.add_argument("--inventory", "-i", required=True, type=Path, metavar="INV")
-        q.add_argument("--limit", help="only these hosts (Ansible's pattern)")
-    for q in (d, r):
-        q.add_argument(
-            "--serial",
-            default="1,25%,100%",
-            metavar="N[,N%...]",
-            help="batch sizes (default: one canary, 25%%, the rest)",
-        )
-        q.add_argument(
-            "--timeout",
-            type=float,
-            default=120.0,
-            metavar="S",
-            help="per host, for the daemon to run the release",
-        )
-        q.add_argument("--lock-wait", type=float, default=0.0, metavar="S")
-        q.add_argument("--check", action="store_true", help="Ansible's check mode: no host changes")
-    k = fsub.add_parser("lock", parents=list(parents), help="take the fleet lock (playbooks)")
-    k.add_argument("--what", required=True)
-    k.add_argument("--lock-wait", type=float, default=0.0, metavar="S")
-    fsub.add_parser("unlock", parents=list(parents), help="release the fleet lock")
-
-
 def cmd_transfer(root: DeployRoot, args: argparse.Namespace) -> Result:
     from supervisord_lite.brr import transfer_cli
 
@@ -541,7 +354,7 @@ COMMANDS: dict[str, Callable[[DeployRoot, argparse.Namespace], Result]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         argv = join_words(sys.argv[1:] if argv is None else argv)
-        args = make_parser().parse_args(argv)
+        args = make_parser(command_word(argv)).parse_args(argv)
         if args.command in ROOTLESS:
             data, text, code = ROOTLESS[args.command](args)
         else:

@@ -1,4 +1,5 @@
-"""Read-only views of releases: the list, one release, the difference between two.
+"""Read-only views of releases: one release, the difference between two (the list of
+them all is listing.py).
 
 Config values are secrets until shown on purpose: every view masks them unless the
 operator passes `--show-values`; the ledger never holds them at all.
@@ -10,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from supervisord_lite import ledger, refusals
-from supervisord_lite.errors import BadInput, BrrError
+from supervisord_lite.errors import BadInput
 from supervisord_lite.layout import DeployRoot, check_release_id
 from supervisord_lite.manifest import Release, load_release
 
@@ -45,24 +46,6 @@ def summary(
 def refused_releases(root: DeployRoot) -> dict[str, str]:
     """Release ID -> why the daemon refused it (refusals.py)."""
     return refusals.refused_releases(root, ledger.read_ledger(root.ledger).entries)
-
-
-def list_releases(root: DeployRoot) -> dict[str, Any]:
-    """Every release newest first; one that does not load is listed with its error."""
-    from supervisord_lite.brr.build import build_commit  # only these views need it
-
-    current = root.current_release_id()
-    refused = refused_releases(root)
-    out: list[dict[str, Any]] = []
-    commits: dict[str, str | None] = {}
-    for rid in reversed(root.release_ids()):
-        try:
-            release = load_release(root.release_manifest(rid))
-            commit = build_commit(root, release.build, commits)
-            out.append(summary(release, current, refused, commit))
-        except BrrError as exc:
-            out.append({"id": rid, "error": str(exc), "current": rid == current})
-    return {"releases": out, "current": current}
 
 
 def show(root: DeployRoot, release_id: str, *, show_values: bool) -> dict[str, Any]:
@@ -109,24 +92,6 @@ def diff(root: DeployRoot, a: str, b: str, *, show_values: bool) -> dict[str, An
         "config": config,
         "formation": formation,
     }
-
-
-def format_releases(data: dict[str, Any]) -> str:
-    lines = [f"{'':2}{'ID':<6} {'CREATED':<27} {'BUILD':<15} FORMATION / CONFIG KEYS"]
-    for r in data["releases"]:
-        mark = "* " if r.get("current") else "  "
-        if "error" in r:
-            lines.append(f"{mark}{r['id']:<6} unreadable: {r['error']}")
-            continue
-        form = " ".join(f"{k}={v}" for k, v in r["formation"].items())
-        keys = ",".join(r["config_keys"]) or "-"
-        line = f"{mark}{r['id']:<6} {r['created_at']:<27} {r['build']:<15} {form}  [{keys}]"
-        if r.get("commit"):
-            line += f"  commit {r['commit']}"
-        if r.get("refused"):
-            line += f"  refused: {r['refused']}"
-        lines.append(line)
-    return "\n".join(lines)
 
 
 def format_show(data: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from supervisord_lite.brr.activate import release_command_env
+from supervisord_lite.brr.release_phase import release_command_env
 from supervisord_lite.declaration import exec_line
 from supervisord_lite.errors import BadInput
 from supervisord_lite.layout import DeployRoot, check_release_id

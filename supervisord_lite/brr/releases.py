@@ -20,7 +20,8 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from supervisord_lite import fsatomic, ledger
-from supervisord_lite.brr.build import load_build_meta
+from supervisord_lite.brr import listing
+from supervisord_lite.brr.build import build_commit, load_build_meta
 from supervisord_lite.errors import BadInput
 from supervisord_lite.layout import DeployRoot, check_release_id, release_number
 from supervisord_lite.manifest import Release, dump_release, load_release
@@ -123,16 +124,9 @@ def publish_release(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     extra = {"imported": True} if imported else {}
-    ledger.append(
-        root.ledger,
-        "release",
-        release.id,
-        build=release.build,
-        digest=release.digest,  # what `verify` checks release.yaml against
-        config_keys=sorted(release.config),
-        formation=release.formation(),
-        **extra,
-    )
+    commit = build_commit(root, release.build, {})
+    fields = listing.recorded_fields(release, manifest, commit)
+    ledger.append(root.ledger, "release", release.id, **fields, **extra)
 
 
 def release_from_build(root: DeployRoot, build_id: str, change: ConfigChange) -> Release:

@@ -191,3 +191,18 @@ def test_init_group_shares_the_root(tmp_path: Path) -> None:
         assert st.st_gid == gid and stat.S_IMODE(st.st_mode) == 0o660, f
     proc = run_brr(tmp_path / "other", "init", "--group", "no-such-group-here", check=False)
     assert proc.returncode == 2 and "no such group" in proc.stderr
+
+
+def test_activate_after_a_torn_last_line_cuts_it_and_appends_whole(root: Path, app: Path) -> None:
+    bid = build(root, app)
+    run_brr(root, "release", "--build", bid)
+    with (root / "ledger.jsonl").open("ab") as f:
+        f.write(b'{"seq": 99, "event": "activ')  # a power loss mid-write
+    brr_json(root, "activate", "v1", "--no-signal")
+    text = (root / "ledger.jsonl").read_text()
+    assert text.endswith("\n") and "activ\"" not in text and '"seq": 99' not in text
+    assert [(e["seq"], e["event"]) for e in ledger(root)] == [
+        (1, "build"),
+        (2, "release"),
+        (3, "activate"),
+    ]
