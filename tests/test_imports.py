@@ -181,8 +181,8 @@ def test_supervisord_lite_client_commands_load_only_the_control_client(
         )
         assert "supervisord_lite.daemon.cli" in modules, f"{args}: did not run ({how})"
         assert how.startswith("exit 0"), f"supervisord-lite {' '.join(args)} failed: {how}"
-        # logging (traceback, threading, string...): a few ms of every command, for nothing
-        bad = offences(modules, (*NOT_IN_CLIENTS, "yaml", "dotenv", "logging"))
+        # logging and dataclasses (inspect, ast): about 10 ms of every command, for nothing
+        bad = offences(modules, (*NOT_IN_CLIENTS, "yaml", "dotenv", "logging", "dataclasses"))
         bad += sorted(daemon_modules(modules) - CONTROL_CLIENT)
         if bad:
             problems.append(f"supervisord-lite {' '.join(args)} imported {', '.join(bad)}")
