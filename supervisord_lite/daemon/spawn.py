@@ -11,7 +11,9 @@ Choices, and what was rejected:
   a child is the one that awaits it (process.py).
 - posix_spawn has no chdir (glibc's addchdir_np is not exposed by Python 3.11), so the
   `/bin/sh -c` that SPEC asks for anyway does the `cd`, and `export LISTEN_PID=$$` before
-  `exec` gives LISTEN_PID the child's own pid (exec keeps the shell's pid).
+  `exec` gives LISTEN_PID the child's own pid (exec keeps the shell's pid). A command of
+  plain words is exec'd as that shell would exec it, without it (directexec.py): the
+  daemon changes its own cwd around the posix_spawn, which the child inherits.
 - stdout and stderr share one pipe: one reader per child instead of two, and their lines
   stay in the order the child wrote them.
 - Signals the daemon ignores (Python ignores SIGPIPE) would be inherited across exec;
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import anyio
 
+from supervisord_lite.daemon.directexec import direct_exec
 from supervisord_lite.declaration import BASE_ENV, exec_line
 from supervisord_lite.manifest import ProcessSpec, Release
 
@@ -58,6 +61,7 @@ class SpawnPlan:
     env: Mapping[str, str]
     cwd: Path
     fds: tuple[int, ...] = ()  # daemon-side fds to place at 3, 4, ... in the child
+    cmd: str = ""  # the command as declared: plain words skip the shell (directexec.py)
 
 
 def base_env(environ: Mapping[str, str], pass_env: Sequence[str]) -> dict[str, str]:
@@ -97,7 +101,7 @@ def shell_argv(cmd: str, cwd: Path, *, listen: bool) -> tuple[str, ...]:
 def plan(
     name: str, cmd: str, env: Mapping[str, str], cwd: Path, fds: Sequence[int] = ()
 ) -> SpawnPlan:
-    return SpawnPlan(name, shell_argv(cmd, cwd, listen=bool(fds)), env, cwd, tuple(fds))
+    return SpawnPlan(name, shell_argv(cmd, cwd, listen=bool(fds)), env, cwd, tuple(fds), cmd)
 
 
 @dataclass(eq=False, slots=True)
@@ -144,6 +148,46 @@ class Child:
 
 def spawn(p: SpawnPlan) -> Child:
     """Start the child in its own session. Raises OSError when it cannot be started."""
+    direct = direct_exec(p.cmd, p.env, p.cwd, fds=bool(p.fds)) if p.cmd else None
+    child = spawn_direct(p, *direct) if direct is not None else None
+    return child or _spawn(p, SHELL, list(p.argv), dict(p.env))
+
+
+def spawn_direct(p: SpawnPlan, program: str, argv: list[str]) -> Child | None:
+    """The child exec'd without the shell, from p.cwd; None when the shell must do it
+    (the exec failed: ENOEXEC for a script with no #!, say; or p.cwd is not there)."""
+    try:
+        previous = os.getcwd()
+        os.chdir(p.cwd)  # posix_spawn has no chdir in 3.11: the child inherits ours
+    except OSError:
+        return None
+    try:
+        # what the shell's `cd` exports, so the program sees the same either way
+        env = {**p.env, "PWD": str(p.cwd), "OLDPWD": previous}
+        return _spawn(p, program, argv, env, direct=True)
+    except ExecFailed:
+        return None
+    finally:
+        # nothing awaits in between, so no other task ran from p.cwd; and should the old
+        # cwd be gone, the daemon's own paths are absolute
+        with contextlib.suppress(OSError):
+            os.chdir(previous)
+
+
+class ExecFailed(Exception):
+    """posix_spawn failed: no child was left (glibc reaps the one whose exec failed)."""
+
+
+def _spawn(
+    p: SpawnPlan,
+    program: str,
+    argv: list[str],
+    env: dict[str, str],
+    *,
+    direct: bool = False,
+) -> Child:
+    """posix_spawn with the output pipe and p's fds; direct: a failed posix_spawn raises
+    ExecFailed, for the caller to try the shell instead."""
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3 + len(p.fds)) for fd in p.fds]
     actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = [
@@ -155,14 +199,19 @@ def spawn(p: SpawnPlan) -> Child:
     actions += [(os.POSIX_SPAWN_DUP2, src, 3 + i) for i, src in enumerate(moved)]
     try:
         pid = os.posix_spawn(
-            SHELL,
-            list(p.argv),
-            dict(p.env),
+            program,
+            argv,
+            env,
             file_actions=actions,
             setsid=True,
             setsigdef=RESET_SIGNALS,
             setsigmask=(),
         )
+    except OSError as exc:
+        os.close(read_fd)
+        if direct:
+            raise ExecFailed(str(exc)) from exc
+        raise
     except BaseException:
         os.close(read_fd)
         raise
