@@ -134,8 +134,8 @@ def render_build(result: dict[str, Any], files: int) -> str:
                 "",
                 f"`bench/brr_bench.py --only build` on {bl.machine_line()}; median of "
                 f"{len(result['ours'])} rounds, each a fresh root; load average at each "
-                f"round's start: {loads} (a shared machine: six sessions were running; "
-                "compare figures of the same run only).",
+                f"round's start: {loads} (the machine may be shared: compare figures of the "
+                "same run only).",
                 "",
                 bl.table(["what", "median", "vs git", "vs before"], rows),
                 "",
@@ -191,7 +191,7 @@ def render_cache(r: dict[str, float]) -> str:
                 "## brr-release build: a rebuild with the build cache",
                 "",
                 f"`bench/brr_bench.py --only cache` on {bl.machine_line()}, load average "
-                f"{os.getloadavg()[0]:.1f} (shared machine). An app whose build step vendors "
+                f"{os.getloadavg()[0]:.1f}. An app whose build step vendors "
                 f"{REQUIREMENTS.strip().replace(chr(10), ', ')}; built once with an empty "
                 "BRR_BUILD_CACHE "
                 "(cold), then again after a change to the app's code (warm: same requirements).",
