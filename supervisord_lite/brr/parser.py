@@ -12,47 +12,17 @@ pulls in bz2 and lzma).
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from supervisord_lite.errors import BadInput
+from supervisord_lite.helpwidth import Formatter
 
 PROG = "brr-release"
 DEFAULT_WAIT = 300.0
 
 Sub = Any  # argparse's _SubParsersAction, private in typeshed
-
-
-def terminal_columns() -> int:
-    """shutil.get_terminal_size().columns, without importing shutil."""
-    try:
-        columns = int(os.environ.get("COLUMNS", ""))
-    except ValueError:
-        columns = 0
-    if columns > 0:
-        return columns
-    stdout = sys.__stdout__
-    if stdout is None:
-        return 80
-    try:
-        return os.get_terminal_size(stdout.fileno()).columns or 80
-    except (ValueError, OSError):
-        return 80
-
-
-class Formatter(argparse.HelpFormatter):
-    def __init__(
-        self,
-        prog: str,
-        indent_increment: int = 2,
-        max_help_position: int = 24,
-        width: int | None = None,
-    ) -> None:
-        width = terminal_columns() - 2 if width is None else width
-        super().__init__(prog, indent_increment, max_help_position, width)
 
 
 class Parser(argparse.ArgumentParser):

@@ -48,6 +48,7 @@ from supervisord_lite.client.logread import follow_lines, tail_lines
 from supervisord_lite.client.settle import NotSettled, wait_settled
 from supervisord_lite.client.status_view import cell, format_status
 from supervisord_lite.errors import BadInput, BrrError, OperationFailed
+from supervisord_lite.helpwidth import Formatter
 from supervisord_lite.layout import DeployRoot, resolve_root
 
 PROG = "supervisord-lite"
@@ -74,32 +75,6 @@ def positive_seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError("must be more than 0")
     return value
-
-
-class Formatter(argparse.HelpFormatter):
-    """argparse's, sized to the terminal without importing shutil: argparse makes one at
-    every add_argument, and shutil brings zlib, bz2 and lzma, 0.6 MB the daemon kept."""
-
-    def __init__(
-        self,
-        prog: str,
-        indent_increment: int = 2,
-        max_help_position: int = 24,
-        width: int | None = None,
-    ) -> None:
-        width = terminal_columns() - 2 if width is None else width
-        super().__init__(prog, indent_increment, max_help_position, width)
-
-
-def terminal_columns() -> int:
-    """As shutil.get_terminal_size: $COLUMNS, else stdout's terminal, else 80."""
-    columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit() and int(columns) > 0:
-        return int(columns)
-    try:
-        return os.get_terminal_size((sys.__stdout__ or sys.stdout).fileno()).columns or 80
-    except (AttributeError, ValueError, OSError):  # no stdout, or not a terminal
-        return 80
 
 
 def add_client_commands(subparsers: argparse._SubParsersAction[Any]) -> None:

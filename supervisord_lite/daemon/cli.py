@@ -24,13 +24,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from supervisord_lite.client.ctl import (
-    Formatter,
-    add_client_commands,
-    count_arg,
-    run_client_command,
-)
+from supervisord_lite.client.ctl import add_client_commands, count_arg, run_client_command
 from supervisord_lite.errors import BadInput, BrrError, ConfigMissing
+from supervisord_lite.helpwidth import Formatter
 from supervisord_lite.layout import resolve_root
 
 # The daemon's modules (and anyio, psutil, yaml with them) are imported in run_daemon,
