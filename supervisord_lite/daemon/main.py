@@ -99,7 +99,9 @@ class Daemon:
             if self._watch:
                 await root_tg.start(self._run_watch)
                 # current may have moved between the first load and the watch being armed
-                if self.root.current_release_id() != start.release.id:
+                moved_to = self.root.current_release_id()
+                if moved_to != start.release.id:
+                    log.info("current moved to %s while starting: reloading", moved_to)
                     self.request_reload()
             self.bus.publish(DaemonStarted(os.getpid(), str(self.root.path)))
             async with anyio.create_task_group() as plugins:

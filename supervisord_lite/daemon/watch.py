@@ -43,6 +43,9 @@ from watchfiles import Change, awatch
 from supervisord_lite.fsatomic import temp_name
 
 log = logging.getLogger(__name__)
+# watchfiles says "N changes detected" at INFO for every batch, the probe's included: noise
+# in the daemon's output beside the one line that matters ("current changed: reloading")
+logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 STEP_MS = 200
 DEBOUNCE_MS = 200

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -11,10 +13,12 @@ from typing import Any
 import anyio
 import pytest
 
+from supervisord_lite.daemon.reaper import kill_previous
 from supervisord_lite.daemon.watch import STEP_MS, watch_current
+from supervisord_lite.daemon_client import request
 from supervisord_lite.fsatomic import replace_symlink
-from tests.daemon.conftest import Root, proc, running
-from tests.helpers import SLEEP, run_brr, until, wait_until
+from tests.daemon.conftest import Root, children_of, proc, running
+from tests.helpers import DAEMON, SLEEP, run_brr, until, wait_until
 
 
 def make_root(path: Path) -> Path:
@@ -116,3 +120,48 @@ def test_a_fifo_planted_as_the_manifest_is_refused_not_waited_on(
     code = wait_until(lambda: d.proc.poll(), timeout=30, what="the daemon to give up")
     assert code == 78, d.output()
     assert "not a regular file" in d.output()
+
+
+@pytest.mark.skipif(not shutil.which("strace"), reason="strace (to hold the watch) is missing")
+def test_a_change_between_first_load_and_armed_is_not_lost(droot: Root, tmp_path: Path) -> None:
+    # strace holds the watch's inotify_init1 for 3 s: by then the daemon has loaded v1
+    # and serves its control socket, but nothing watches current yet when it moves to
+    # v2. Once armed, the daemon compares current with what it loaded and reloads.
+    droot.release(proc("web", SLEEP(3600)))
+    droot.release(proc("web", SLEEP(3600), scale=2), activate=False)
+    hold = ["-e", "trace=inotify_init1", "-e", "inject=inotify_init1:delay_enter=3000000"]
+    argv = ["strace", "-f", "-qq", "-o", "/dev/null", *hold, DAEMON, "run", "--watch"]
+    with (tmp_path / "d.out").open("wb") as out:
+        tracer = subprocess.Popen(
+            [*argv, "--root", str(droot.path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    daemon_pid = None
+    try:
+        daemon_pid = wait_until(lambda: children_of(tracer.pid)[:1], what="the daemon")[0]
+        wait_until(droot.layout.control_socket.exists, what="v1 loaded, control socket up")
+        droot.activate("v2")
+
+        def v2_running() -> bool:
+            reply = request(droot.layout.control_socket, {"cmd": "status"})
+            reply = reply.get("status", reply)
+            procs = [p for p in reply.get("processes", []) if p.get("release") == "v2"]
+            return reply.get("release") == "v2" and len(procs) == 2 and all(
+                p.get("state") == "RUNNING" for p in procs
+            )
+
+        wait_until(v2_running, timeout=90, what="v2 running after the watch was armed")
+        said = (tmp_path / "d.out").read_text()
+        assert "current moved to v2 while starting: reloading" in said, said
+    finally:
+        if daemon_pid is not None:
+            os.kill(daemon_pid, signal.SIGTERM)
+        try:
+            tracer.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(tracer.pid, signal.SIGKILL)
+            tracer.wait()
+        kill_previous(droot.layout.run_dir / "children.json", droot.layout.builds)
