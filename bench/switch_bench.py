@@ -27,7 +27,8 @@ tests/zero_downtime/loadgen.py: threads, a new connection per request, 5 s timeo
 
 Writes the `switch` section of docs/benchmarks.md (unless --no-save), the plot
 docs/switch-latency.png (latency of every request around the first switch of each
-mode), and the raw figures in bench/out/switch_bench.json. Every process it starts is
+mode), the raw figures in bench/out/switch_bench.json, and what our daemon said in
+each switch mode in bench/out/switch-N-daemon.out (how long each drain took). Every process it starts is
 stopped at the end, even on error: each supervisor gets SIGTERM, then SIGKILL to its
 process group, then every descendant it was seen with gets SIGKILL (checked against its
 start time, so a reused pid is never hit).
@@ -380,6 +381,10 @@ def run_bench(base: Path, args: argparse.Namespace) -> dict[str, Any]:
         with supervisors() as live:
             d = lite_deploy(base / f"sw-{i}", live, switch=switch, held=is_held)
             runs.append(switch_under_load(mode, d.port, d.switch, args.switches, args.gap))
+        # kept: what the daemon said of each switch (how long the drain took, or that it
+        # gave up) explains the switch command's time
+        bl.OUT.mkdir(parents=True, exist_ok=True)
+        shutil.copy(base / f"sw-{i}" / "daemon.out", bl.OUT / f"switch-{i}-daemon.out")
     try:
         result["supervisor_version"] = ensure_supervisor()
     except (OSError, subprocess.SubprocessError, BenchFailure) as exc:
