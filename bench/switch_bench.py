@@ -28,10 +28,10 @@ tests/zero_downtime/loadgen.py: threads, a new connection per request, 5 s timeo
 Writes the `switch` section of docs/benchmarks.md (unless --no-save), the plot
 docs/switch-latency.png (latency of every request around the first switch of each
 mode), the raw figures in bench/out/switch_bench.json, and what our daemon said in
-each switch mode in bench/out/switch-N-daemon.out (how long each drain took). Every process it starts is
-stopped at the end, even on error: each supervisor gets SIGTERM, then SIGKILL to its
-process group, then every descendant it was seen with gets SIGKILL (checked against its
-start time, so a reused pid is never hit).
+each switch mode in bench/out/switch-N-daemon.out (how long each drain took). Every
+process it starts is stopped at the end, even on error: each supervisor gets SIGTERM,
+then SIGKILL to its process group, then every descendant it was seen with gets SIGKILL
+(checked against its start time, so a reused pid is never hit).
 """
 
 from __future__ import annotations
