@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from supervisord_lite.daemon import steering
 from supervisord_lite.daemon.sockets import SocketBindError, SocketPool
 from supervisord_lite.daemon.steering import accept_queue, drain, reuseport_listener, steer
 from supervisord_lite.manifest import ProcessSpec, ReadyCheck, Release, SocketSpec
@@ -159,13 +159,26 @@ def test_an_address_held_elsewhere_is_refused_even_with_reuseport() -> None:
         assert pool.held == {}
 
 
-def test_drain_waits_for_the_queue_to_empty(clients: list[socket.socket]) -> None:
+def test_drain_waits_for_the_queue_to_empty(
+    clients: list[socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
     sock = reuseport_listener(("127.0.0.1", 0), socket.AF_INET, 128)
     port = sock.getsockname()[1]
     accepted: list[socket.socket] = []
+    seen_full = threading.Event()  # the drain has looked and found all N waiting
+    real_queued = steering.queued
+
+    def queued_seen(socks: list[socket.socket]) -> int:
+        left = real_queued(socks)
+        if left == N:
+            seen_full.set()
+        return left
+
+    monkeypatch.setattr(steering, "queued", queued_seen)
 
     def accept_later() -> None:
-        time.sleep(0.5)  # an app slow to accept, on purpose: not a wait for a condition
+        # an app slow to accept: it takes them only once the drain has seen them queued
+        seen_full.wait(30)
         for _ in range(N):
             accepted.append(sock.accept()[0])
 

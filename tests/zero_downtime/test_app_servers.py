@@ -26,6 +26,7 @@ import time
 
 import pytest
 
+from tests.helpers import wait_until
 from tests.zero_downtime.conftest import GUNICORN, UVICORN, Deploy, server_app
 from tests.zero_downtime.loadgen import (
     LoadGen,
@@ -85,7 +86,12 @@ def switch_under_load(deploy: Deploy, cmd: str, ready: str, app: str, stop: int)
             deploy.switch(v2 if i % 2 == 0 else v1)
             time.sleep(max(0.0, began + (i + 1) * 1.5 - time.monotonic()))
         last = deploy.switches[-1]
-        time.sleep(2.0)  # a tail of load after the last switch
+
+        def tail_of_load() -> bool:  # 2 s of requests after the last switch, and 100 at least
+            late = [s for s in load.snapshot() if s.start > last.end]
+            return len(late) >= 100 and time.monotonic() - last.end >= 2.0
+
+        wait_until(tail_of_load, timeout=60, what="a tail of load after the last switch")
     samples = load.snapshot()
     tail = [s for s in samples if s.start > last.end]
     print(f"\n{cmd.split()[0].rsplit('/', 1)[-1]}, {SWITCHES} switches: {summary(samples)}")
