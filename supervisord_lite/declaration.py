@@ -16,13 +16,13 @@ from typing import Any
 from supervisord_lite.errors import ValidationError
 from supervisord_lite.manifest import (
     DEFAULTS,
-    TYPE_NAME_RE,
     ProcessSpec,
     SocketSpec,
     parse_processes,
     parse_sockets,
     parse_switch,
 )
+from supervisord_lite.names import TYPE_NAME_RE
 from supervisord_lite.schema import Fields, load_yaml, require_mapping
 
 PROCFILE_LINE_RE = re.compile(r"^([A-Za-z0-9_-]+)\s*:\s*(.+)$")

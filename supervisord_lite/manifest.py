@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import stat
 from dataclasses import dataclass, field, replace
@@ -22,6 +21,7 @@ import yaml
 
 from supervisord_lite.errors import ValidationError
 from supervisord_lite.layout import BUILD_ID_RE, RELEASE_ID_RE, require_inside_releases
+from supervisord_lite.names import MAX_SCALE, TYPE_NAME_RE
 from supervisord_lite.schema import Fields, load_yaml, require_mapping
 
 try:  # CPython's own SHA-256, not OpenSSL's: the daemon checks a digest at every start, and
@@ -31,7 +31,6 @@ except ImportError:  # another interpreter, or CPython 3.12+ (_sha2)
     from hashlib import sha256
 
 SCHEMA = 1
-TYPE_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}")
 SOCKET_NAME_RE = TYPE_NAME_RE
 RESTART_POLICIES = ("always", "on-failure", "never")
 SWITCH_MODES = ("start-first", "stop-first")
@@ -49,7 +48,6 @@ DEFAULTS: dict[str, Any] = {
     "switch": "start-first",
     "backlog": 1024,
 }
-MAX_SCALE = 1000
 MAX_SECONDS = 86400.0
 
 

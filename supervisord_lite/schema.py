@@ -17,6 +17,7 @@ import yaml
 
 from supervisord_lite import yamlsafe
 from supervisord_lite.errors import ValidationError
+from supervisord_lite.names import is_env_name
 
 
 def load_yaml(text: bytes | str, source: str) -> Any:
@@ -168,15 +169,6 @@ def string_map(value: object, source: str, path: str) -> dict[str, str]:
             raise ValidationError(source, f"{path}.{k}", "must not contain a NUL character")
         out[k] = v
     return out
-
-
-def is_env_name(name: str) -> bool:
-    return (
-        bool(name)
-        and name.isascii()
-        and (name[0].isalpha() or name[0] == "_")
-        and all(c.isalnum() or c == "_" for c in name)
-    )
 
 
 def require_mapping(data: object, source: str) -> Mapping[str, Any]:

@@ -19,7 +19,7 @@ import yaml
 from supervisord_lite.brr.supervisord_conf import expand, read_config
 from supervisord_lite.declaration import FOREMAN_PORT, declaration_from_data, procfile_data
 from supervisord_lite.errors import BadInput
-from supervisord_lite.manifest import TYPE_NAME_RE
+from supervisord_lite.names import TYPE_NAME_RE
 
 AUTORESTART = {"true": "always", "false": "never", "unexpected": "on-failure"}
 BOOLEANS = {

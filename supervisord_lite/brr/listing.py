@@ -26,14 +26,11 @@ from typing import TYPE_CHECKING, Any
 from supervisord_lite import ledger, nofollow, refusals
 from supervisord_lite.errors import BrrError
 from supervisord_lite.layout import BUILD_ID_RE, DeployRoot
+from supervisord_lite.names import MAX_SCALE, TYPE_NAME_RE, is_env_name
 
 if TYPE_CHECKING:
     from supervisord_lite.manifest import Release
 
-# manifest.TYPE_NAME_RE, schema.is_env_name, manifest.MAX_SCALE: those modules import yaml
-TYPE_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}")
-ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-MAX_SCALE = 1000
 CREATED_AT_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 COMMIT_RE = re.compile(r"[0-9a-f]{12}( \(dirty\))?")
 HASH_RE = re.compile(r"[0-9a-f]{64}")
@@ -123,7 +120,7 @@ def from_line(rid: str, line: dict[str, Any], manifest: bytes | None) -> dict[st
 def good_keys(keys: object) -> bool:
     return (
         isinstance(keys, list)
-        and all(isinstance(k, str) and ENV_NAME_RE.fullmatch(k) for k in keys)
+        and all(isinstance(k, str) and is_env_name(k) for k in keys)
         and keys == sorted(keys)
     )
 

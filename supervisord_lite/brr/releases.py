@@ -25,7 +25,7 @@ from supervisord_lite.brr.build import build_commit, load_build_meta
 from supervisord_lite.errors import BadInput
 from supervisord_lite.layout import DeployRoot, check_release_id, release_number
 from supervisord_lite.manifest import Release, dump_release, load_release
-from supervisord_lite.schema import is_env_name
+from supervisord_lite.names import is_env_name
 
 MANIFEST_MODE = 0o640
 
