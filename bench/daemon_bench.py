@@ -361,6 +361,7 @@ class Lite:
 def make_deploy_root(root: Path, programs: list[Program]) -> None:
     """ROOT with one build (an empty app/) and release v1, `current` pointing at it."""
     from supervisord_lite import fsatomic, manifest
+    from supervisord_lite.brr.releases import write_twin
 
     build = "b-000000000000"
     for sub in ("builds", "releases", "run", "logs"):
@@ -387,9 +388,9 @@ def make_deploy_root(root: Path, programs: list[Program]) -> None:
         processes=processes,
     ).sealed()
     (root / "releases" / "v1").mkdir()
-    fsatomic.write_file(
-        root / "releases" / "v1" / "release.yaml", manifest.dump_release(release), mode=0o640
-    )
+    text = manifest.dump_release(release)
+    fsatomic.write_file(root / "releases" / "v1" / "release.yaml", text, mode=0o640)
+    write_twin(root / "releases" / "v1", text)  # as brr-release writes a release
     fsatomic.replace_symlink(root / "current", "releases/v1")
 
 

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from supervisord_lite import twin
 from supervisord_lite.errors import ValidationError
 from supervisord_lite.layout import BUILD_ID_RE, RELEASE_ID_RE, require_inside_releases
 from supervisord_lite.names import MAX_SCALE, TYPE_NAME_RE
@@ -330,8 +329,11 @@ def release_from_data(data: object, source: str) -> Release:
     return release
 
 
-def load_release(path: Path, *, builds_dir: Path | None = None) -> Release:
-    """Read and verify a release manifest.
+def load_release(
+    path: Path, *, builds_dir: Path | None = None, use_twin: bool = True
+) -> Release:
+    """Read and verify a release manifest, from its JSON twin when that was made of
+    these very bytes (twin.py), else by parsing the YAML; use_twin=False: always parse.
 
     Raises ValidationError naming the file, the field and the problem; with builds_dir,
     also when the release's build is missing there, or when path is not (once resolved)
@@ -346,7 +348,8 @@ def load_release(path: Path, *, builds_dir: Path | None = None) -> Release:
         raise ValidationError(source, "", f"cannot read: {exc.strerror}") from None
     if text is None:
         raise ValidationError(source, "", "not a regular file")
-    release = release_from_data(load_yaml(text, source), source)
+    data = twin.read(read_twin(path), text) if use_twin else None
+    release = release_from_data(load_yaml(text, source) if data is None else data, source)
     expected = path.parent.name
     if RELEASE_ID_RE.fullmatch(expected) and expected != release.id:
         raise ValidationError(source, "id", f"is {release.id!r} but the directory is {expected!r}")
@@ -365,7 +368,24 @@ def read_regular_file(path: Path) -> bytes | None:
         return f.read() if stat.S_ISREG(os.fstat(fd).st_mode) else None
 
 
+def read_twin(manifest: Path) -> bytes | None:
+    """The bytes of the twin beside manifest; None when there is none to read."""
+    try:
+        return read_regular_file(manifest.with_name(twin.NAME))
+    except OSError:
+        return None
+
+
+def forged_twin(manifest: Path) -> bool:
+    """Whether the twin beside manifest names its bytes but holds other data."""
+    text = read_regular_file(manifest)
+    data = None if text is None else twin.read(read_twin(manifest), text)
+    return data is not None and data != load_yaml(text or b"", str(manifest))
+
+
 def dump_release(release: Release) -> bytes:
+    import yaml  # here: the daemon reads manifests (from their twins), never writes one
+
     data = release.body()
     data["digest"] = release.digest or compute_digest(release.body())
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1000).encode("utf-8")

@@ -13,15 +13,17 @@ import math
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-import yaml
-
-from supervisord_lite import yamlsafe
 from supervisord_lite.errors import ValidationError
 from supervisord_lite.names import is_env_name
 
 
 def load_yaml(text: bytes | str, source: str) -> Any:
     """Parse YAML text; any failure becomes a one-line ValidationError."""
+    # here: a daemon that reads its releases from their JSON twins never loads PyYAML
+    import yaml
+
+    from supervisord_lite import yamlsafe
+
     try:
         if isinstance(text, bytes):
             text = text.decode("utf-8")

@@ -12,13 +12,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisord_lite import fsatomic, ledger
+from supervisord_lite import fsatomic, ledger, twin
 from supervisord_lite.brr.activate import previous_active
 from supervisord_lite.brr.build import load_build_meta
 from supervisord_lite.brr.digest import build_id_for, tree_digest
 from supervisord_lite.errors import BadInput, BrrError
 from supervisord_lite.layout import DeployRoot
-from supervisord_lite.manifest import load_release
+from supervisord_lite.manifest import forged_twin, load_release
 from supervisord_lite.nofollow import PlantedLink
 
 
@@ -87,7 +87,13 @@ def verify(root: DeployRoot) -> VerifyReport:
     for rid in root.release_ids():
         report.releases += 1
         try:
-            release = load_release(root.release_manifest(rid), builds_dir=root.builds)
+            path = root.release_manifest(rid)
+            release = load_release(path, builds_dir=root.builds, use_twin=False)
+            if forged_twin(path):
+                report.problems.append(
+                    f"release {rid}: {twin.NAME} names release.yaml's bytes but holds other "
+                    "data (forged; the daemon would run it): delete it"
+                )
         except BrrError as exc:
             report.problems.append(f"release {rid}: {exc}")
             continue

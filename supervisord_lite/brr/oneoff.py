@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from supervisord_lite.brr.release_phase import release_command_env
-from supervisord_lite.declaration import exec_line
 from supervisord_lite.errors import BadInput
+from supervisord_lite.execline import exec_line
 from supervisord_lite.layout import DeployRoot, check_release_id
 from supervisord_lite.manifest import load_release
 

@@ -21,8 +21,9 @@ import time
 from supervisord_lite import ledger
 from supervisord_lite.brr.build import load_build_meta
 from supervisord_lite.brr.buildenv import exit_text
-from supervisord_lite.declaration import BASE_ENV, DEFAULT_RELEASE_TIMEOUT, RUNTIME_ENV
+from supervisord_lite.declaration import DEFAULT_RELEASE_TIMEOUT
 from supervisord_lite.errors import BrrError, OperationFailed
+from supervisord_lite.execline import BASE_ENV, RUNTIME_ENV
 from supervisord_lite.layout import DeployRoot
 from supervisord_lite.manifest import Release
 

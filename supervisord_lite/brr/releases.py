@@ -19,13 +19,14 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from supervisord_lite import fsatomic, ledger
+from supervisord_lite import fsatomic, ledger, twin
 from supervisord_lite.brr import listing
 from supervisord_lite.brr.build import build_commit, load_build_meta
 from supervisord_lite.errors import BadInput
 from supervisord_lite.layout import DeployRoot, check_release_id, release_number
 from supervisord_lite.manifest import Release, dump_release, load_release
 from supervisord_lite.names import is_env_name
+from supervisord_lite.schema import load_yaml
 
 MANIFEST_MODE = 0o640
 
@@ -117,6 +118,7 @@ def publish_release(
     staging.mkdir(mode=0o750)
     try:
         fsatomic.write_file(staging / "release.yaml", manifest, mode=MANIFEST_MODE)
+        write_twin(staging, manifest)
         fsatomic.fsync_dir(staging)
         if not fsatomic.publish_dir(staging, root.release_dir(release.id)):
             raise BadInput(f"release {release.id} appeared while writing it")
@@ -127,6 +129,14 @@ def publish_release(
     commit = build_commit(root, release.build, {})
     fields = listing.recorded_fields(release, manifest, commit)
     ledger.append(root.ledger, "release", release.id, **fields, **extra)
+
+
+def write_twin(staging: Path, manifest: bytes) -> None:
+    """release.json beside release.yaml (twin.py): the daemon then reads this release
+    without a YAML parser. None is written when JSON cannot carry the manifest exactly."""
+    data = twin.make(manifest, load_yaml(manifest, "release.yaml"))
+    if data is not None:
+        fsatomic.write_file(staging / twin.NAME, data, mode=MANIFEST_MODE)
 
 
 def release_from_build(root: DeployRoot, build_id: str, change: ConfigChange) -> Release:

@@ -16,26 +16,18 @@ under a sub-prog name, was rejected): one line `supervisord-lite: error: ...`, e
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import signal
 import sys
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from supervisord_lite.client.ctl import add_client_commands, count_arg, run_client_command
-from supervisord_lite.errors import BadInput, BrrError, ConfigMissing
+from supervisord_lite.errors import BadInput, BrrError
 from supervisord_lite.helpwidth import Formatter
-from supervisord_lite.layout import resolve_root
 
-# The daemon's modules (and anyio, psutil, yaml with them) are imported in run_daemon,
-# not here: the client subcommands and --help answer without loading any of them.
-if TYPE_CHECKING:
-    from supervisord_lite.daemon.bus import EventBus
-    from supervisord_lite.daemon.logfiles import LogFiles
-    from supervisord_lite.daemon.plugins import Plugin, PluginRunner
-    from supervisord_lite.daemon.ready import ReadyRegistry
+# The daemon's modules (and anyio with them) are imported by runner.py, in the image it
+# execs: the client subcommands and --help answer without loading any of them, and the
+# daemon carries neither argparse nor the client.
 
 PROG = "supervisord-lite"
 JSON_COMMANDS = ("status",)
@@ -130,130 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-EARLY_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+def start_daemon(args: argparse.Namespace, words: Sequence[str]) -> int:
+    """`run`: exec the daemon's own image (runner.py), or run here when that cannot be."""
+    from supervisord_lite.daemon import runner
 
-
-def hold_early_signals() -> list[int]:
-    """Until the daemon's signal task runs, signals are only noted, in arrival order.
-
-    The pidfile appears before the event loop does, and `brr-release activate` may SIGHUP
-    it at once: SIGHUP's default action would kill the daemon. The handler only notes
-    the signal; the signal task replays the list once it owns the signals.
-    """
-    pending: list[int] = []
-    for signum in EARLY_SIGNALS:
-        signal.signal(signum, lambda n, _frame: pending.append(n))
-    return pending
-
-
-def run_daemon(args: argparse.Namespace) -> int:
-    import logging  # the client commands never log: their import stays light
-
-    from supervisord_lite.daemon import deferssl
-
-    deferssl.install()  # before asyncio and anyio import ssl: OpenSSL only if used
-    import anyio
-
-    from supervisord_lite.daemon.limits import raise_nofile
-    from supervisord_lite.daemon.main import Daemon
-    from supervisord_lite.daemon.output import Output, OutputHandler
-    from supervisord_lite.daemon.pidfile import hold_daemon_lock
-    from supervisord_lite.daemon.reaper import Reaper, become_subreaper, kill_previous
-    from supervisord_lite.daemon.services import Services
-    from supervisord_lite.daemon.sockets import SocketPool
-    from supervisord_lite.daemon.spawn import base_env
-    from supervisord_lite.daemon.startup import load_first
-    from supervisord_lite.declaration import RUNTIME_ENV
-
-    pending = hold_early_signals()
-    raise_nofile()  # scale 600 must not run the daemon out of descriptors (limits.py)
-    root = resolve_root(args.root)
-    if not root.path.is_dir():
-        raise ConfigMissing(f"deploy root {root.path} does not exist")
-    plugins = enabled_plugins(args)
-    output = Output(files=log_files(args, root.logs))
-    handler = OutputHandler(output, PROG)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    # the lines are the message alone: no caller, thread or process to look up for each
-    # (the logging HOWTO's "Optimization"; a tenth of the time of a start of 1,000)
-    logging._srcfile = None
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    with hold_daemon_lock(root):
-        record = root.run_dir / "children.json"
-        killed = kill_previous(record, root.builds)
-        if killed:
-            logging.getLogger(PROG).warning("killed %d process(es) a previous daemon left", killed)
-        start = load_first(root)
-        become_subreaper()
-        services = Services(
-            root=root,
-            output=output,
-            reaper=Reaper(record),
-            ready=ready_registry(plugins),
-            base_env=base_env(os.environ, args.pass_env)
-            | RUNTIME_ENV
-            | {"BRR_SHARED": str(root.shared)},
-            max_backoff=args.max_backoff,
-            sockets=SocketPool(drain=not args.no_drain),
-        )
-        runners = plugin_runners(services.bus, plugins)
-        daemon = Daemon(root, services, runners=runners, watch=args.watch, early=pending)
-        anyio.run(daemon.run, start)
-    return daemon.exit_code
-
-
-def log_files(args: argparse.Namespace, default_dir: Path) -> LogFiles | None:
-    """The LogFiles the options ask for; BadInput for rotation options without files."""
-    log_dir = Path(args.log_dir) if args.log_dir else default_dir if args.log_files else None
-    if log_dir is None:
-        if args.log_max_bytes is not None or args.log_keep is not None:
-            raise BadInput("--log-max-bytes and --log-keep need --log-files or --log-dir")
-        return None
-    log_dir.mkdir(parents=True, exist_ok=True)
-    from supervisord_lite.daemon.logfiles import LogFiles
-
-    return LogFiles(
-        log_dir,
-        max_bytes=DEFAULT_LOG_MAX_BYTES if args.log_max_bytes is None else args.log_max_bytes,
-        keep=DEFAULT_LOG_KEEP if args.log_keep is None else args.log_keep,
-    )
-
-
-# plugins.py (and importlib.metadata) cost 6 MB of RSS: imported only with --plugin
-
-
-def enabled_plugins(args: argparse.Namespace) -> dict[str, Plugin]:
-    if not args.plugin and not args.plugin_opt:
-        return {}
-    from supervisord_lite.daemon.plugins import load_plugins, parse_plugin_opts
-
-    return load_plugins(parse_plugin_opts(args.plugin_opt, args.plugin))
-
-
-def plugin_runners(bus: EventBus, plugins: Mapping[str, Plugin]) -> list[PluginRunner]:
-    if not plugins:
-        return []
-    from supervisord_lite.daemon.plugins import make_runners
-
-    return make_runners(bus, plugins)
-
-
-def ready_registry(plugins: Mapping[str, Plugin]) -> ReadyRegistry:
-    from supervisord_lite.daemon.ready import ReadyRegistry
-
-    registry = ReadyRegistry()
-    if not plugins:
-        return registry
-    from supervisord_lite.daemon.plugins import ready_checks_of
-
-    for name, plugin in plugins.items():
-        for kind, fn in ready_checks_of(plugin).items():
-            try:
-                registry.register(kind, fn)
-            except ValueError as exc:
-                raise BadInput(f"plugin {name}: {exc}") from None
-    return registry
+    options = runner.RunOptions(**{name: getattr(args, name) for name in runner.RunOptions._fields})
+    runner.exec_runner(options, list(words))
+    return runner.run_daemon(options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -264,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "json", False) and args.command not in JSON_COMMANDS:
             raise BadInput(f"--json: only {', '.join(JSON_COMMANDS)} prints JSON")
         if args.command == "run":
-            return run_daemon(args)
+            return start_daemon(args, sys.argv[1:] if argv is None else argv)
         return run_client_command(args)
     except BrrError as exc:
         print(f"{PROG}: error: {exc.message}", file=sys.stderr)

@@ -18,7 +18,7 @@ the cool-off it gets one more try (and is FATAL again if that fails). A process 
 from __future__ import annotations
 
 import logging
-import random
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -56,8 +56,14 @@ class Decision:
     error: str | None  # what status and a switch report; None when it did its job
 
 
+def uniform(low: float, high: float) -> float:
+    """A float in [low, high]: os.urandom, since the random module (and its SHA-512) would
+    be 150 KB of the daemon's RSS for this one draw (issue 16)."""
+    return low + (high - low) * int.from_bytes(os.urandom(4), "big") / 0xFFFFFFFF
+
+
 def backoff_delay(
-    failures: int, cap: float, jitter: Callable[[float, float], float] = random.uniform
+    failures: int, cap: float, jitter: Callable[[float, float], float] = uniform
 ) -> float:
     full = min(cap, BACKOFF_FIRST * 2.0 ** max(failures - 1, 0))
     return full / 2 + jitter(0, full / 2)
@@ -68,7 +74,7 @@ def restart_delay(
     *,
     free_first: bool,
     cap: float,
-    jitter: Callable[[float, float], float] = random.uniform,
+    jitter: Callable[[float, float], float] = uniform,
 ) -> float:
     """The wait before restarting after the crashes-th exit in a row."""
     if free_first:
@@ -85,7 +91,7 @@ def after_exit(
     max_backoff: float,
     fatal_cooloff: float,
     previous_error: str | None = None,
-    jitter: Callable[[float, float], float] = random.uniform,
+    jitter: Callable[[float, float], float] = uniform,
 ) -> Decision:
     """What an unrequested exit leads to (a requested stop is not the policy's business)."""
     success = exit_.code == 0 and not exit_.not_ready

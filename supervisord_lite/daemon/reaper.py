@@ -58,7 +58,6 @@ Choices, and what was rejected:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import math
@@ -87,23 +86,14 @@ from supervisord_lite.daemon.proctree import (
 )
 from supervisord_lite.fsatomic import temp_name
 
-__all__ = ["Reaper", "become_subreaper", "is_zombie", "kill_previous", "killpg", "start_ticks"]
+__all__ = ["Reaper", "is_zombie", "kill_previous", "killpg", "start_ticks"]
 
 log = logging.getLogger(__name__)
 
-PR_SET_CHILD_SUBREAPER = 36
 ORPHAN_GRACE = 0.5
 OWN_REAP_WAIT = 0.05  # a zombie of ours hides the others (no children file): look again
 RECORD_BATCH = 0.05
 SHUTDOWN_REAP = 1.0  # SIGKILLed orphans are gone in far less, unless stuck in the kernel
-
-
-def become_subreaper() -> bool:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
 
 
 def direct_children() -> list[int]:

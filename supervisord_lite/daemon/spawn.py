@@ -33,7 +33,7 @@ from pathlib import Path
 import anyio
 
 from supervisord_lite.daemon.directexec import direct_exec
-from supervisord_lite.declaration import BASE_ENV, exec_line
+from supervisord_lite.execline import BASE_ENV, exec_line
 from supervisord_lite.manifest import ProcessSpec, Release
 
 SHELL = "/bin/sh"

@@ -21,7 +21,6 @@ cBPF, for the same one decision); SO_INCOMING_CPU tricks (they spread, not steer
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import socket
 import struct
@@ -49,6 +48,8 @@ def steer(sock: socket.socket, index: int) -> None:
 
     Raises OSError when the kernel refuses the program (EPERM in some sandboxes).
     """
+    import ctypes  # here: only a switch of a release with sockets steers (issue 16)
+
     program = ctypes.create_string_buffer(struct.pack("=HBBI", BPF_RET_K, 0, 0, index))
     fprog = struct.pack("@HP", 1, ctypes.addressof(program))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from supervisord_lite.declaration import exec_line
+from supervisord_lite.execline import exec_line
 from tests.helpers import PY, brr_json, run_brr, wait_until
 
 # writes its environment (the keys the test looks at) to $OUT/<BRR_PROCESS>.json

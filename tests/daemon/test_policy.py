@@ -11,6 +11,7 @@ from supervisord_lite.daemon.policy import (
     Exit,
     Streak,
     after_exit,
+    uniform,
 )
 from supervisord_lite.daemon.states import ProcEvent, ProcState
 
@@ -220,3 +221,10 @@ def test_a_crash_loop_walks_the_whole_table_to_fatal_and_back() -> None:
     # `restart` gives a fresh set of tries: the caller resets failures, one more is RETRY
     d = decide(Exit(3, S.STARTING), Streak(streak.crashes, 0, False))
     assert d.event is E.RETRY and d.streak.failures == 1
+
+
+def test_jitter_draws_spread_over_the_whole_range_and_stay_inside_it() -> None:
+    draws = [uniform(2.0, 4.0) for _ in range(2000)]
+    assert all(2.0 <= d <= 4.0 for d in draws)
+    assert min(draws) < 2.2 and max(draws) > 3.8  # not stuck at one end
+    assert len(set(draws)) > 1900  # not a constant, nor a handful of values
