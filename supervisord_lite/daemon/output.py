@@ -29,13 +29,16 @@ import logging
 import os
 import select
 from collections import deque
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectSendStream
 
-from supervisord_lite.daemon.logfiles import LogFiles
 from supervisord_lite.daemon.pipes import MAX_LINE, Pipe, Pipes
+
+if TYPE_CHECKING:  # imported by whoever makes one: only --log-files loads it
+    from supervisord_lite.daemon.logfiles import LogFiles
 
 __all__ = ["MAX_LINE", "Output", "Pipe", "Ring"]
 

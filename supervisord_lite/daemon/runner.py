@@ -3,15 +3,15 @@ execs `python -P .../supervisord_lite/daemon/__main__.py` with them, which lands
 main() here.
 
 Why: the process that runs for months should carry what the daemon uses, not argparse
-(with gettext and locale) nor the control client's modules: 0.9 MB of the idle daemon's
+(with gettext), the control client's modules nor ctypes: about 1 MB of the idle daemon's
 21 MB of RSS (issue 16). The pid stays the same across the exec, so systemd's main pid,
 the pidfile to come and a shell's `$!` all stay right.
-How: the options travel as JSON in OPTIONS_ENV, removed from os.environ at once
-(children never see it; /proc/PID/environ of the daemon still shows what it was
-exec'd with, nothing its command line does not say); the command line keeps the operator's words after the script,
-so `ps` still shows `.../supervisord_lite/daemon/__main__.py run --root ...` (and the
-clients, which check a pidfile's process by its command line, still recognise it). The
-interpreter's own flags carry over (`-X importtime` too); -P keeps the script's
+How: the options travel as JSON in OPTIONS_ENV, removed from os.environ at once (children
+never see it; the daemon's /proc/PID/environ still shows what it was exec'd with, which
+says nothing its command line does not). The command line keeps the operator's words
+after the script, so `ps` shows `.../supervisord_lite/daemon/__main__.py run --root ...`
+(and the clients, which check a pidfile's process by its command line, still recognise
+it). The interpreter's own flags carry over (`-X importtime` too); -P keeps the script's
 directory out of sys.path, so the package is imported from where it is installed.
 The first image also makes the process its children's subreaper (subreaper.py), which
 survives the exec, so the daemon's image loads no ctypes either.
