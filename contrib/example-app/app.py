@@ -25,6 +25,7 @@ BUILD_INFO = Path("build-info.txt").read_text().strip() if Path("build-info.txt"
 class Handler(BaseHTTPRequestHandler):
     # a connection that sends nothing must not hold up a graceful stop for long
     timeout = 2
+
     def do_GET(self) -> None:
         if self.path == "/healthz":
             body = b"ok\n"
@@ -71,6 +72,11 @@ def main() -> None:
         server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         server.server_bind()
         server.server_activate()
+    # non-blocking: processes that share one listener (the inherited socket) all wake for
+    # a connection that only one of them gets; a blocking accept() would then hold the
+    # loser until the next connection, which after a drain never comes, so SIGTERM could
+    # not stop it (socketserver takes the EAGAIN as "nothing to accept")
+    server.socket.setblocking(False)
     # shutdown() waits for serve_forever to return, so it must run off the main thread
     signal.signal(
         signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start()
