@@ -11,6 +11,7 @@
   write bit while build steps may still change it.
 - Many files are copied at once on threads: the syscalls release the GIL, and a build of
   20,000 small files is a long row of open/copy/close that one thread would do in turn.
+  A task is one directory's files (Unit), opened by name in the directory's fd.
 """
 
 from __future__ import annotations
