@@ -126,8 +126,8 @@ def copy_tree(tree: SourceTree, dest: Path, *, writable: bool) -> dict[bytes, by
 @dataclass(frozen=True)
 class Unit:
     """Files of one directory, copied by one task: each is opened relative to its
-    directory's fd (no path walk per file), and two tasks never create in the same
-    directory at once (a create holds the directory's lock)."""
+    directory's fd (no path walk per file), and the threads mostly create in different
+    directories (a create holds its directory's lock)."""
 
     dir: str  # relative to the top; "" for the top itself
     files: list[tuple[str, int, os.stat_result]]  # (name, mode to create, lstat)
