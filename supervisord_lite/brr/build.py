@@ -18,9 +18,11 @@ visible as a build.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +102,7 @@ def stage(root: DeployRoot, src: Path, build_env: Sequence[str] = ()) -> StagedB
         slot = staging.claim(root.builds, cache)
         app = slot.path / "app"
         sums = stagecopy.copy_tree(source.tree, app, writable=bool(source.declaration.build))
+        remember: Callable[[], None] = nothing
         if source.declaration.build:
             buildenv.run_steps(source.declaration.build, app, env)
             pycnorm.normalize_pycs(app)
@@ -109,12 +112,13 @@ def stage(root: DeployRoot, src: Path, build_env: Sequence[str] = ()) -> StagedB
             # the copy is the source's selection exactly, each file hashed as written
             freeze_dirs(app, source.tree.directories())
             info = make_info(source, digest_entries(source.tree.entries(), sums))
-            srcindex.save(cache, source.tree, sums)
+            remember = functools.partial(srcindex.save, cache, source.tree, sums)
         if root.build_dir(info.id).exists():
+            remember()
             slot.release()
             return StagedBuild(None, info)
         fsatomic.write_file(slot.path / "build.yaml", dump_build_meta(info), mode=0o444)
-        fsatomic.fsync_tree(slot.path)
+        durable_while(slot.path, remember)
     except BaseException as exc:
         if slot is not None:
             slot.release()
@@ -122,6 +126,20 @@ def stage(root: DeployRoot, src: Path, build_env: Sequence[str] = ()) -> StagedB
             raise os_failure(exc, "no build was stored") from None
         raise
     return StagedBuild(slot, info)
+
+
+def durable_while(top: Path, work: Callable[[], None]) -> None:
+    """fsync_tree(top) on a thread while work runs here: the sync waits on the disk
+    without the GIL, so the source index (a cache, which need not be durable) is written
+    in its shadow."""
+    with ThreadPoolExecutor(1) as pool:
+        synced = pool.submit(fsatomic.fsync_tree, top)
+        work()
+        synced.result()
+
+
+def nothing() -> None:
+    pass
 
 
 def find_unchanged(root: DeployRoot, source: Source, cache: Path) -> BuildInfo | None:

@@ -78,7 +78,13 @@ def file_sha256(path: str | bytes) -> bytes:
         if st.st_blocks * 512 < st.st_size:
             hash_sparse(fd, st.st_size, h)
         else:
-            while chunk := os.read(fd, CHUNK):
+            # a small file in one read of its size + 1: a CHUNK buffer for 20 bytes costs
+            # an mmap and munmap, and each munmap stalls the other threads (TLB flush)
+            want = min(st.st_size + 1, CHUNK)
+            chunk = os.read(fd, want)
+            h.update(chunk)
+            while len(chunk) == want:  # a short read of a regular file is its end
+                chunk = os.read(fd, want := CHUNK)
                 h.update(chunk)
     finally:
         os.close(fd)

@@ -11,6 +11,7 @@
   write bit while build steps may still change it.
 - Many files are copied at once on threads: the syscalls release the GIL, and a build of
   20,000 small files is a long row of open/copy/close that one thread would do in turn.
+  A task is one directory's files (Unit), opened by name in the directory's fd.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ import functools
 import hashlib
 import os
 import stat
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from supervisord_lite import fsatomic
 from supervisord_lite.brr.digest import (
@@ -29,10 +33,17 @@ from supervisord_lite.brr.digest import (
     data_regions,
     feed_zeros,
     frozen_mode,
-    in_parallel,
+    workers,
 )
 from supervisord_lite.brr.sourcetree import unreadable
 from supervisord_lite.errors import BadInput
+
+R = TypeVar("R")
+UNIT = 256  # files of one directory per task: enough to spread, few enough to balance
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+# O_PATH: a directory the files are opened in needs search permission only, as for a path
+DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -103,48 +114,121 @@ def copy_tree(tree: SourceTree, dest: Path, *, writable: bool) -> dict[bytes, by
     for rel, target in tree.links.items():
         os.symlink(target, os.path.join(out, rel))
     extra = stat.S_IWUSR if writable else 0
-    jobs = [
-        (os.path.join(src, rel), os.path.join(out, rel), frozen_mode(st.st_mode) | extra, st)
-        for rel, st in tree.files.items()
-    ]
     # files are created with their final mode (no chmod each): the umask must not cut it
     umask = os.umask(0)
     try:
-        sums = in_parallel(copy_one, jobs)
+        done = in_units(lambda unit: copy_unit(src, out, unit), units(tree.files, extra))
     finally:
         os.umask(umask)
-    return dict(zip((os.fsencode(r) for r in tree.files), sums, strict=True))
+    return {rel: digest for part in done for rel, digest in part}
 
 
-def copy_one(job: tuple[str, str, int, os.stat_result]) -> bytes:
-    """Copy one file, hashing what is written (the build's digest needs no second read).
+@dataclass(frozen=True)
+class Unit:
+    """Files of one directory, copied by one task: each is opened relative to its
+    directory's fd (no path walk per file), and the threads mostly create in different
+    directories (a create holds its directory's lock)."""
+
+    dir: str  # relative to the top; "" for the top itself
+    files: list[tuple[str, int, os.stat_result]]  # (name, mode to create, lstat)
+
+
+def units(files: dict[str, os.stat_result], extra: int) -> list[Unit]:
+    by_dir: dict[str, list[tuple[str, int, os.stat_result]]] = {}
+    for rel, st in files.items():
+        d, _, name = rel.rpartition("/")
+        by_dir.setdefault(d, []).append((name, frozen_mode(st.st_mode) | extra, st))
+    return [
+        Unit(d, items[i : i + UNIT])
+        for d, items in by_dir.items()
+        for i in range(0, len(items), UNIT)
+    ]
+
+
+def in_units(work: Callable[[Unit], R], items: list[Unit]) -> list[R]:
+    """[work(u) for u in items] on workers() threads, each taking the next unit when free.
+
+    On the first failure the units not yet started are dropped and it is raised.
+    """
+    if workers() == 1 or len(items) < 2:
+        return [work(u) for u in items]
+    with ThreadPoolExecutor(workers()) as pool:
+        futures = [pool.submit(work, u) for u in items]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def copy_unit(src: str, out: str, unit: Unit) -> list[tuple[bytes, bytes]]:
+    """Copy one unit's files; (rel path, SHA-256 as written) of each."""
+    src_dir = os.path.join(src, unit.dir) if unit.dir else src
+    out_dir = os.path.join(out, unit.dir) if unit.dir else out
+    try:
+        src_fd = os.open(src_dir, DIR_FLAGS)
+    except OSError as exc:
+        raise unreadable(Path(src_dir), exc) from None
+    done: list[tuple[bytes, bytes]] = []
+    try:
+        out_fd = os.open(out_dir, DIR_FLAGS)
+        try:
+            for name, mode, st in unit.files:
+                try:
+                    # O_NONBLOCK: a file swapped for a FIFO since the selection must not hang
+                    fd_in = os.open(name, READ_FLAGS, dir_fd=src_fd)
+                except OSError as exc:
+                    raise unreadable(Path(src_dir, name), exc) from None
+                try:
+                    rel = os.path.join(unit.dir, name) if unit.dir else name
+                    done.append((os.fsencode(rel), copy_one(fd_in, out_fd, name, mode, st)))
+                except OSError as exc:  # write errors name nothing by themselves
+                    fsatomic.name_file(exc, Path(out_dir, name))
+                    raise
+                finally:
+                    os.close(fd_in)
+        finally:
+            os.close(out_fd)
+    finally:
+        os.close(src_fd)
+    return done
+
+
+def copy_one(fd_in: int, out_fd: int, name: str, mode: int, st: os.stat_result) -> bytes:
+    """Create name in out_fd as a copy of fd_in, hashing what is written (the build's
+    digest needs no second read).
 
     st is the file's lstat from the selection: its size, holes and times are what the
-    copy keeps. Six syscalls for a small file: open, open, read, write, futimens, close x2.
+    copy keeps. Seven syscalls for a small file: open x2, read, write, futimens, close x2.
     """
-    src, dest, mode, st = job
+    fd_out = os.open(name, CREATE_FLAGS, mode, dir_fd=out_fd)
     try:
-        # O_NONBLOCK: a file swapped for a FIFO after the selection must not hang the build
-        fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise unreadable(Path(src), exc) from None
-    h = hashlib.sha256()
-    try:
-        fd_out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-        try:
-            if st.st_blocks * 512 < st.st_size:
-                copy_sparse(fd_in, fd_out, st.st_size, h)
-            else:
-                copy_whole(fd_in, fd_out, h)
-            os.utime(fd_out, ns=(st.st_atime_ns, st.st_mtime_ns))
-        except OSError as exc:
-            if exc.filename is None:  # write errors name nothing by themselves
-                fsatomic.name_file(exc, Path(dest))
-            raise
-        finally:
-            os.close(fd_out)
+        if st.st_blocks * 512 < st.st_size:
+            h = hashlib.sha256()
+            copy_sparse(fd_in, fd_out, st.st_size, h)
+            digest = h.digest()
+        else:
+            digest = copy_data(fd_in, fd_out, st.st_size)
+        os.utime(fd_out, ns=(st.st_atime_ns, st.st_mtime_ns))
     finally:
-        os.close(fd_in)
+        os.close(fd_out)
+    return digest
+
+
+def copy_data(fd_in: int, fd_out: int, size: int) -> bytes:
+    """Copy and hash a file expected to hold size bytes; more, if it grew, is copied too.
+
+    A file read in one call of its size + 1 bytes (not a CHUNK): a 1 MiB buffer per file
+    is an mmap, mremap and munmap each, and the munmap of a threaded process stalls the
+    other threads to flush their TLBs.
+    """
+    want = min(size + 1, CHUNK)
+    data = os.read(fd_in, want)
+    h = hashlib.sha256(data)
+    write_all(fd_out, data)
+    if len(data) == want:  # a short read of a regular file is its end: no extra read
+        copy_whole(fd_in, fd_out, h)
     return h.digest()
 
 

@@ -99,3 +99,27 @@ def test_procfile_fallback(root: Path, tmp_path: Path) -> None:
     rel = brr_json(root, "release", "--build", bid)
     show = brr_json(root, "show", rel["id"])
     assert {n: p["scale"] for n, p in show["processes"].items()} == {"web": 1, "worker": 1}
+
+
+def test_every_file_is_copied_exactly_across_tasks_and_read_sizes(
+    root: Path, tmp_path: Path
+) -> None:
+    """A build without steps: a directory of more files than one copy task takes, and
+    sizes at the edges of the read size (0, 1 MiB - 1, 1 MiB, 1 MiB + 1, over 2 MiB)."""
+    src = write_app(tmp_path / "src", 'processes: {web: "sleep 1000"}\n')
+    mib = 1 << 20
+    contents = {f"flat/f{i:03d}.py": f"V = {i}\n".encode() for i in range(600)}
+    for size in (0, 1, mib - 1, mib, mib + 1, 2 * mib + 3):
+        contents[f"edge/s{size}"] = os.urandom(size)
+    for n, (rel, data) in enumerate(sorted(contents.items())):
+        (src / rel).parent.mkdir(exist_ok=True)
+        (src / rel).write_bytes(data)
+        os.utime(src / rel, ns=(1_600_000_000_000_000_000 + n, 1_500_000_000_000_000_000 + n))
+    bid = brr_json(root, "build", str(src))["id"]
+    bundle = root / "builds" / bid / "app"
+    for rel, data in contents.items():
+        copied = bundle / rel
+        assert copied.read_bytes() == data, rel
+        assert copied.stat().st_mtime_ns == (src / rel).stat().st_mtime_ns, rel
+        assert stat.S_IMODE(copied.stat().st_mode) == 0o444, rel
+    assert run_brr(root, "verify").returncode == 0  # the digest of what was written
