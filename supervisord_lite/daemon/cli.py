@@ -1,4 +1,5 @@
-"""`supervisord-lite`: the `run` subcommand here, the control-client subcommands in ctl.py.
+"""`supervisord-lite`: the command line; `run` is parsed here and run by runner.py (in an
+image of its own), the control-client subcommands are in ctl.py.
 
 `run` stays in the foreground (systemd's way). Its order at start matters: hold the
 daemon lock first (so a second daemon is refused before it touches anything), then kill
