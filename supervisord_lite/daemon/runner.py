@@ -91,6 +91,7 @@ def exec_runner(options: RunOptions, words: list[str]) -> None:
 
 def main() -> int:
     """The new image: run with the options the first one parsed."""
+    name_process()
     raw = os.environ.pop(OPTIONS_ENV, None)
     try:
         if raw is None:
@@ -103,6 +104,17 @@ def main() -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+
+
+def name_process() -> None:
+    """The name `pgrep` and `systemctl status` show: the exec made it the interpreter's
+    (`python3.11`), where the console script's start made it `supervisord-lit` (the
+    kernel keeps 15 bytes). /proc/self/comm is prctl(PR_SET_NAME) without ctypes."""
+    try:
+        with open("/proc/self/comm", "w") as comm:
+            comm.write(PROG)
+    except OSError:  # no /proc: only the name differs
+        pass
 
 
 EARLY_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)

@@ -70,6 +70,8 @@ def test_the_daemon_runs_in_its_own_image_under_the_same_pid(droot: Root, tmp_pa
         assert not carried, f"the daemon's image imported {carried}"
         # the same process: systemd's main pid, the pidfile and the clients agree
         assert daemon_pid(resolve_root(str(droot.path))) == p.pid
+        # named as the console script named it before the exec, for pgrep and systemctl
+        assert Path(f"/proc/{p.pid}/comm").read_text().strip() == "supervisord-lit"
         cmdline = Path(f"/proc/{p.pid}/cmdline").read_bytes().split(b"\0")
         assert [b"run", b"--root", str(droot.path).encode()] == cmdline[-4:-1]
         # still the subreaper: the grandchild left by web.1 is the daemon's now
