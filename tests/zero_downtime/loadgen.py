@@ -28,6 +28,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from tests.helpers import wait_until
+
 RELEASE_ID = re.compile(rb"\bv\d+\b")
 
 
@@ -134,6 +136,15 @@ class LoadGen:
 
     def since(self, t: float) -> list[Sample]:
         return [s for s in self.snapshot() if s.start >= t]
+
+    def wait_for_tail(self, after: float, seconds: float, requests: int = 100) -> None:
+        """Until the load has run `seconds` past `after` and answered (or failed) at least
+        `requests` requests started after it: what a test then asserts on is there."""
+
+        def tail() -> bool:
+            return time.monotonic() - after >= seconds and len(self.since(after)) >= requests
+
+        wait_until(tail, timeout=60, what=f"{requests} requests in {seconds} s of load")
 
     def _run(self) -> None:
         deadline = self.started_at + self.max_duration

@@ -26,7 +26,6 @@ import time
 
 import pytest
 
-from tests.helpers import wait_until
 from tests.zero_downtime.conftest import GUNICORN, UVICORN, Deploy, server_app
 from tests.zero_downtime.loadgen import (
     LoadGen,
@@ -84,14 +83,10 @@ def switch_under_load(deploy: Deploy, cmd: str, ready: str, app: str, stop: int)
         began = time.monotonic()
         for i in range(SWITCHES):
             deploy.switch(v2 if i % 2 == 0 else v1)
+            # a paced interval, so the load keeps running between switches
             time.sleep(max(0.0, began + (i + 1) * 1.5 - time.monotonic()))
         last = deploy.switches[-1]
-
-        def tail_of_load() -> bool:  # 2 s of requests after the last switch, and 100 at least
-            late = [s for s in load.snapshot() if s.start > last.end]
-            return len(late) >= 100 and time.monotonic() - last.end >= 2.0
-
-        wait_until(tail_of_load, timeout=60, what="a tail of load after the last switch")
+        load.wait_for_tail(last.end, 2.0)
     samples = load.snapshot()
     tail = [s for s in samples if s.start > last.end]
     print(f"\n{cmd.split()[0].rsplit('/', 1)[-1]}, {SWITCHES} switches: {summary(samples)}")
@@ -136,7 +131,7 @@ def test_gunicorn_preload_refuses_an_app_that_cannot_import(deploy: Deploy) -> N
     with LoadGen(deploy.port, threads=4, pace=0.01, max_duration=120) as load:
         deploy.wait_serving(v1)
         proc = deploy.switch(v2, expect_ok=False)
-        time.sleep(max(0.0, deploy.switches[-1].end + 2.0 - time.monotonic()))
+        load.wait_for_tail(deploy.switches[-1].end, 2.0)
     samples = load.snapshot()
     print(f"\ngunicorn, broken app: {summary(samples)}; activate said: {proc.stderr.strip()}")
     assert proc.returncode == 1 and "did not switch to v2" in proc.stderr

@@ -64,7 +64,7 @@ def test_twenty_start_first_switches_under_load_lose_nothing(deploy: Deploy) -> 
             time.sleep(max(0.0, began + (i + 1) * PACE - time.monotonic()))
         last = deploy.switches[-1]
         # at least MIN_LOAD seconds in all, and a tail after the last switch
-        time.sleep(max(2.0, began + MIN_LOAD - time.monotonic()))
+        load.wait_for_tail(last.end, max(2.0, began + MIN_LOAD - last.end))
     samples = load.snapshot()
     tail = [s for s in samples if s.start > last.end]
     print(f"\n{SWITCHES} switches: {summary(samples)}")
@@ -94,7 +94,7 @@ def test_a_release_that_crashes_at_start_is_refused_and_the_old_one_serves_on(
         after = deploy.switches[-1].end
         # the old release keeps serving: a few seconds of load after the refusal
         deploy.wait_serving(v1)
-        time.sleep(max(0.0, after + 3.0 - time.monotonic()))
+        load.wait_for_tail(after, 3.0)
     samples = load.snapshot()
     print(f"\ncrash at start: {summary(samples)}; activate said: {proc.stderr.strip()}")
     assert proc.returncode == 1
@@ -129,7 +129,7 @@ def test_stop_first_switches_show_their_window(deploy: Deploy, held_socket: bool
         for i in range(3):
             deploy.switch(v2 if i % 2 == 0 else v1)
             deploy.wait_serving(deploy.running or "")
-        time.sleep(max(0.0, deploy.switches[-1].end + 1.0 - time.monotonic()))
+        load.wait_for_tail(deploy.switches[-1].end, 1.0)
     samples = load.snapshot()
     during = [s for s in samples for sw in deploy.switches if sw.start <= s.start <= sw.end]
     report = summary(samples)
@@ -156,7 +156,7 @@ def test_http_ready_on_the_shared_address_does_not_vouch_for_the_new_release(
     with LoadGen(deploy.port, threads=4, pace=0.01, max_duration=120, timeout=2.0) as load:
         deploy.wait_serving(v1)
         proc = deploy.switch(v3, expect_ok=None)
-        time.sleep(max(0.0, deploy.switches[-1].end + 3.0 - time.monotonic()))
+        load.wait_for_tail(deploy.switches[-1].end, 3.0)
     samples = load.snapshot()
     print(f"\nhttp ready on the shared address: {summary(samples)}; exit {proc.returncode}")
     assert proc.returncode == 1, "activate --wait reported the crashing release as running"
