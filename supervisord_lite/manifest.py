@@ -376,13 +376,6 @@ def read_twin(manifest: Path) -> bytes | None:
         return None
 
 
-def forged_twin(manifest: Path) -> bool:
-    """Whether the twin beside manifest names its bytes but holds other data."""
-    text = read_regular_file(manifest)
-    data = None if text is None else twin.read(read_twin(manifest), text)
-    return data is not None and data != load_yaml(text or b"", str(manifest))
-
-
 def dump_release(release: Release) -> bytes:
     import yaml  # here: the daemon reads manifests (from their twins), never writes one
 

@@ -18,7 +18,7 @@ from supervisord_lite.brr.build import load_build_meta
 from supervisord_lite.brr.digest import build_id_for, tree_digest
 from supervisord_lite.errors import BadInput, BrrError
 from supervisord_lite.layout import DeployRoot
-from supervisord_lite.manifest import forged_twin, load_release
+from supervisord_lite.manifest import load_release
 from supervisord_lite.nofollow import PlantedLink
 
 
@@ -89,7 +89,7 @@ def verify(root: DeployRoot) -> VerifyReport:
         try:
             path = root.release_manifest(rid)
             release = load_release(path, builds_dir=root.builds, use_twin=False)
-            if forged_twin(path):
+            if load_release(path) != release:  # the twin the daemon would take says otherwise
                 report.problems.append(
                     f"release {rid}: {twin.NAME} names release.yaml's bytes but holds other "
                     "data (forged; the daemon would run it): delete it"
