@@ -1,6 +1,6 @@
 """The build section of bench/brr_bench.py (issues 13 and 16).
 
-    .venv/bin/python bench/brr_bench.py --only build            # 20,000 files, 3 rounds
+    .venv/bin/python bench/brr_bench.py --only build            # 20,000 files, 5 rounds
     .venv/bin/python bench/brr_bench.py --only cache            # pip with and without the cache
 
 Build: the same 20,000-file tree built by today's `brr-release build`, by the one before
@@ -43,6 +43,9 @@ KEYED = (
 
 
 def timed(argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> float:
+    # every build ends in syncfs, which writes back whatever is dirty on the filesystem:
+    # without this, a build would pay for the tree the one before it left in memory
+    os.sync()
     t0 = time.perf_counter()
     done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     took = time.perf_counter() - t0

@@ -64,6 +64,18 @@ def test_build_over_the_size_limit_says_which_file_and_stores_nothing(
     assert brr_json(root, "build", str(app))["reused"] is False  # the limit gone, it works
 
 
+def test_a_copy_workers_write_error_is_the_same_one_line(root: Path, tmp_path: Path) -> None:
+    """The copy runs in forked workers (brr/forked.py): the directory of the big file is
+    dealt to the second share, a child's, on a machine of two cores or more."""
+    files = {f"many/m{i}.py": "V = 1\n" for i in range(6)}
+    files.update({"Procfile": "web: sleep 1000\n", "big/blob.txt": "x" * 100_000})
+    app = write_app(tmp_path / "big", SIMPLE_APP, files)
+    line = one_error_line(brr_limited(root, 4096, "build", str(app)))
+    assert "cannot write " in line and "/app/big/blob.txt: File too large" in line, line
+    assert "no build was stored; free space and run it again" in line, line
+    assert listing(root) == {"builds": [], "releases": []}
+
+
 def test_config_set_over_the_size_limit_makes_no_release(root: Path, app: Path) -> None:
     bid = brr_json(root, "build", str(app))["id"]
     run_brr(root, "release", "--build", bid, "--activate", "--no-signal")
