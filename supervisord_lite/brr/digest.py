@@ -14,9 +14,11 @@ joined by `\\n` and `\\0`, which a name with a newline could forge; it is kept o
 that `verify` can still check builds made before (their build.yaml has no
 `digest_format`).
 
-Hashing runs on every core: threads, because the reads and hashlib's update of a buffer
-(it releases the GIL above 2 KiB) are where the time goes, and a thread costs nothing to
-start. Holes of a sparse file are hashed as the zeros they read as, without reading them.
+Hashing runs on every core, in forked processes (forked.py): a tree of small files is a
+row of open/read/close whose every syscall gives the GIL up and takes it back, and
+threads spend those hand-offs waiting for each other (20,000 small files: 0.25 s on one
+thread, 0.27 s on two, 0.19 s in two processes). Holes of a sparse file are hashed as the
+zeros they read as, without reading them.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ import os
 import stat
 import struct
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from supervisord_lite.brr import forked
+
 CHUNK = 1 << 20
+FORK_FROM = 512  # files: fewer are hashed here
 FORMAT = 2
 HEADER = b"brr-tree\0v2\0"
 ZEROS = bytes(CHUNK)
@@ -54,18 +58,17 @@ def workers() -> int:
 
 
 def in_parallel(work: Callable[[T], R], items: list[T]) -> list[R]:
-    """[work(i) for i in items] on workers() threads, each given one contiguous slice.
+    """[work(i) for i in items] in workers() processes, each given one contiguous slice.
 
-    One future per slice, not per item: 20,000 futures cost more than the work they
-    would spread. The first exception is raised once every slice has finished.
+    A few hundred files take less time than a fork. The first exception is raised once
+    every slice has finished.
     """
     n = workers()
-    if n == 1 or len(items) < 64:
+    if n == 1 or len(items) < FORK_FROM:
         return [work(i) for i in items]
     size = -(-len(items) // n)
     slices = [items[i : i + size] for i in range(0, len(items), size)]
-    with ThreadPoolExecutor(n) as pool:
-        done = list(pool.map(lambda part: [work(i) for i in part], slices))
+    done = forked.in_children(lambda part: [work(i) for i in part], slices)
     return [r for part in done for r in part]
 
 
