@@ -210,10 +210,13 @@ def test_daemon_without_watch_or_plugins_loads_neither(running_daemon: tuple[Pat
 # ssl (deferssl.py: loaded on first use; asyncio and anyio import it, use it never here)
 # shutil (argparse's help formatter, fsatomic) brings zlib, bz2 and lzma: 0.6 MB; PyYAML
 # (1.3 MB: a release is read from its JSON twin), datetime (0.5 MB: status_view's clock),
-# random (0.15 MB with its SHA-512: the backoff's jitter is os.urandom)
+# random (0.15 MB with its SHA-512: the backoff's jitter is os.urandom); the readiness
+# checks other than `after` (0.15 MB: loaded when a process declares one, ready.loaded)
 NOT_IN_DAEMON = (
     *("hashlib", "_hashlib", "secrets", "psutil", "_ssl", "shutil", "bz2", "lzma"),
     *("yaml", "datetime", "random"),
+    *("supervisord_lite.daemon.readychecks", "supervisord_lite.daemon.ready_notify"),
+    "anyio.streams.buffered",
 )
 
 

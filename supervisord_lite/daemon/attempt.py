@@ -16,14 +16,17 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 
 from supervisord_lite.daemon.ready import ReadyContext
-from supervisord_lite.daemon.ready_notify import ChildNotify
 from supervisord_lite.daemon.services import Services
 from supervisord_lite.daemon.spawn import Child, child_env, plan, spawn
 from supervisord_lite.manifest import ProcessSpec, Release
+
+if TYPE_CHECKING:  # loaded only for a process that is ready by notify (process.py)
+    from supervisord_lite.daemon.ready_notify import ChildNotify
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -45,11 +46,13 @@ from supervisord_lite.daemon.bus import (
 )
 from supervisord_lite.daemon.policy import Exit, Streak, after_exit, exit_line
 from supervisord_lite.daemon.ready import ReadyContext, ReadyFailed
-from supervisord_lite.daemon.ready_notify import ChildNotify, open_child_notify
 from supervisord_lite.daemon.services import Services
 from supervisord_lite.daemon.spawn import Child
 from supervisord_lite.daemon.states import RESTING, ProcEvent, ProcState, next_state
 from supervisord_lite.manifest import ProcessSpec, Release
+
+if TYPE_CHECKING:
+    from supervisord_lite.daemon.ready_notify import ChildNotify
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +165,9 @@ class Process:
             self.attempt = Attempt()
             self._apply(ProcEvent.START)
             if self.spec.ready.kind == "notify":
+                # imported here: most releases never wait for a READY=1 (issue 16, memory)
+                from supervisord_lite.daemon.ready_notify import open_child_notify
+
                 async with open_child_notify(self.name) as notify:
                     await self._run_child(notify)
             else:

@@ -16,10 +16,10 @@ from supervisord_lite.daemon.ready import (
     ReadyContext,
     ReadyFailed,
     ReadyRegistry,
-    http_status,
     split_host_port,
 )
 from supervisord_lite.daemon.ready_notify import open_child_notify
+from supervisord_lite.daemon.readychecks import http_status
 from supervisord_lite.manifest import ReadyCheck
 from tests.helpers import PY, pid_alive, until
 
