@@ -29,6 +29,7 @@ from supervisord_lite import fsatomic
 from supervisord_lite.brr import forked
 from supervisord_lite.brr.digest import (
     CHUNK,
+    FORK_FROM,
     Entry,
     data_regions,
     feed_zeros,
@@ -151,7 +152,8 @@ def in_units(work: Callable[[Unit], list[R]], items: list[Unit]) -> list[R]:
 
     Each failure waits for every worker; the first, in share order, is raised.
     """
-    shares = forked.balanced(items, lambda u: len(u.files), workers())
+    few = sum(len(u.files) for u in items) < FORK_FROM  # copied sooner than forked
+    shares = forked.balanced(items, lambda u: len(u.files), 1 if few else workers())
     parts = forked.in_children(lambda share: [r for u in share for r in work(u)], shares)
     return [r for part in parts for r in part]
 

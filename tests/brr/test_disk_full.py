@@ -18,6 +18,7 @@ import pytest
 
 from supervisord_lite.brr import build as bld
 from supervisord_lite.brr import cli
+from supervisord_lite.brr.digest import FORK_FROM
 from tests.conftest import SIMPLE_APP
 from tests.helpers import BRR, brr_json, run_brr, write_app
 
@@ -65,9 +66,10 @@ def test_build_over_the_size_limit_says_which_file_and_stores_nothing(
 
 
 def test_a_copy_workers_write_error_is_the_same_one_line(root: Path, tmp_path: Path) -> None:
-    """The copy runs in forked workers (brr/forked.py): the directory of the big file is
-    dealt to the second share, a child's, on a machine of two cores or more."""
-    files = {f"many/m{i}.py": "V = 1\n" for i in range(6)}
+    """The copy runs in forked workers (brr/forked.py) from FORK_FROM files up: the
+    directory of the big file is dealt to the second share, a child's, on a machine of
+    two cores or more."""
+    files = {f"many/m{i}.py": "V = 1\n" for i in range(FORK_FROM)}
     files.update({"Procfile": "web: sleep 1000\n", "big/blob.txt": "x" * 100_000})
     app = write_app(tmp_path / "big", SIMPLE_APP, files)
     line = one_error_line(brr_limited(root, 4096, "build", str(app)))
