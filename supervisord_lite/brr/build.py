@@ -133,7 +133,12 @@ def durable_while(top: Path, work: Callable[[], None]) -> None:
     without the GIL, so the source index (a cache, which need not be durable) is written
     in its shadow."""
     with ThreadPoolExecutor(1) as pool:
-        synced = pool.submit(fsatomic.fsync_tree, top)
+        try:
+            synced = pool.submit(fsatomic.fsync_tree, top)
+        except RuntimeError:  # no thread to be had (RLIMIT_NPROC): one after the other
+            fsatomic.fsync_tree(top)
+            work()
+            return
         work()
         synced.result()
 

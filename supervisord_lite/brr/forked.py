@@ -27,28 +27,34 @@ R = TypeVar("R")
 def in_children(work: Callable[[T], R], shares: Sequence[T]) -> list[R]:
     """[work(s) for s in shares]: shares[0] here, each other in a forked child.
 
-    Every child is waited for; then the first failure, in the order of shares, is raised
-    here as it was raised there (an exception that cannot be pickled, or a child that
-    died, is an OperationFailed that says so).
+    A share whose child cannot be forked (RLIMIT_NPROC, no memory for the process) is
+    done here as well. Every child is waited for; then the first failure, in the order of
+    shares, is raised here as it was raised there (an exception that cannot be pickled,
+    or a child that died, is an OperationFailed that says so).
     """
     if len(shares) < 2:
         return [work(s) for s in shares]
-    children: list[tuple[int, int]] = []  # (pid, read end of its pipe)
+    children: dict[int, tuple[int, int]] = {}  # share's index -> (pid, its pipe's read end)
+    here = [0]
     try:
-        for share in shares[1:]:
-            children.append(fork_child(work, share))
-        outcomes = [outcome(work, shares[0])]
-        while children:
-            outcomes.append(collect(*children[0]))
-            children.pop(0)
+        for i, share in enumerate(shares[1:], start=1):
+            try:
+                children[i] = fork_child(work, share)
+            except OSError:
+                here.append(i)
+        outcomes = {i: outcome(work, shares[i]) for i in here}
+        for i in sorted(children):
+            outcomes[i] = collect(*children[i])
+            del children[i]
     except BaseException:
-        for pid, fd in children:
+        for pid, fd in children.values():
             stop(pid, fd)
         raise
-    for ok, value in outcomes:
+    for i in range(len(shares)):
+        ok, value = outcomes[i]
         if not ok:
             raise value if isinstance(value, BaseException) else OperationFailed(str(value))
-    return [cast(R, value) for _ok, value in outcomes]
+    return [cast(R, outcomes[i][1]) for i in range(len(shares))]
 
 
 def outcome(work: Callable[[T], R], share: T) -> tuple[bool, object]:
@@ -60,7 +66,12 @@ def outcome(work: Callable[[T], R], share: T) -> tuple[bool, object]:
 
 def fork_child(work: Callable[[T], R], share: T) -> tuple[int, int]:
     r, w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(r)
+        os.close(w)
+        raise
     if pid == 0:  # pragma: no cover - the child ends in os._exit, coverage never sees it
         os.close(r)
         run_child(work, share, w)

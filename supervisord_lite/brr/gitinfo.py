@@ -31,7 +31,13 @@ class GitInfo:
 
 
 def git(src: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["git", "-C", str(src), *args], capture_output=True)
+    """git's answer; OperationFailed when git cannot even be started (no process to
+    spare under a limit, no memory): each caller is the build's look at its source."""
+    try:
+        return subprocess.run(["git", "-C", str(src), *args], capture_output=True)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise OperationFailed(f"cannot run git in {src}: {why}; no build was stored") from None
 
 
 def is_work_tree(src: Path) -> bool:

@@ -117,6 +117,49 @@ def test_unreadable_source_fails_the_build_as_non_root(shared_tmp: Path, what: s
     assert builds(root) == before
 
 
+LONE_UID = 64_321  # a uid no user has: no other process of it counts against its limit
+
+
+def limited(path: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """argv as LONE_UID under RLIMIT_NPROC 1: its own process is all it may have, so
+    every fork fails (EAGAIN). path: the PATH it gets."""
+    tools = [shutil.which("prlimit") or "prlimit", shutil.which("setpriv") or "setpriv"]
+    wrap = [tools[0], "--nproc=1:1", "--", tools[1], f"--reuid={LONE_UID}"]
+    wrap += [f"--regid={LONE_UID}", "--clear-groups"]
+    env = {"PATH": path, "LANG": "C.UTF-8"}
+    return subprocess.run([*wrap, *argv], capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
+def test_a_build_that_cannot_fork_copies_and_hashes_in_its_own_process(
+    shared_tmp: Path,
+) -> None:
+    """The copy's and the digest's workers are forked (brr/forked.py); under a process
+    limit they are not to be had, and the build does the work itself."""
+    os.chown(shared_tmp, LONE_UID, LONE_UID)
+    root = shared_tmp / "root"
+    files = {f"pkg/d{i // 100}/m{i}.py": f"V = {i}\n" for i in range(1200)}
+    src = write_app(shared_tmp / "src", PLAIN, files)
+    no_git = str(shared_tmp / "bin")  # an empty PATH: the source is not probed with git
+    os.mkdir(no_git)
+    forks = limited(no_git, "/bin/sh", "-c", "/bin/true & wait")
+    assert forks.returncode != 0 and "fork" in forks.stderr.lower(), forks  # the limit holds
+    assert limited(no_git, BRR, "--root", str(root), "init").returncode == 0
+    with_git = limited(os.environ["PATH"], BRR, "--root", str(root), "build", str(src))
+    assert with_git.returncode == 1 and with_git.stderr.splitlines() == [
+        f"brr-release: error: cannot run git in {src}: Resource temporarily unavailable; "
+        "no build was stored"
+    ], with_git.stderr
+    proc = limited(no_git, BRR, "--root", str(root), "build", str(src))
+    assert proc.returncode == 0, proc.stderr
+    bid = builds(root)
+    assert len(bid) == 1
+    bundle = root / "builds" / bid[0] / "app"
+    assert all((bundle / rel).read_text() == text for rel, text in files.items())
+    verify = limited(no_git, BRR, "--root", str(root), "verify")  # 1,200 files: hashed in workers
+    assert verify.returncode == 0, verify.stderr
+
+
 def test_private_files_stay_private(root: Path, app: Path) -> None:
     (app / "private.key").write_text("k")
     (app / "private.key").chmod(0o600)
