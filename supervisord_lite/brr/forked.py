@@ -44,8 +44,12 @@ def in_children(work: Callable[[T], R], shares: Sequence[T]) -> list[R]:
                 here.append(i)
         outcomes = {i: outcome(work, shares[i]) for i in here}
         for i in sorted(children):
-            outcomes[i] = collect(*children[i])
-            del children[i]
+            pid, fd = children[i]
+            children[i] = (pid, -1)  # read_all closes fd, interrupted or not
+            data = read_all(fd)
+            del children[i]  # before the wait: an interrupt after it must not kill the pid
+            _, status = os.waitpid(pid, 0)
+            outcomes[i] = decode(pid, status, data)
     except BaseException:
         for pid, fd in children.values():
             stop(pid, fd)
@@ -100,15 +104,18 @@ def run_child(work: Callable[[T], R], share: T, w: int) -> None:
         os._exit(code)
 
 
-def collect(pid: int, fd: int) -> tuple[bool, object]:
+def read_all(fd: int) -> bytes:
     chunks = []
     try:
         while chunk := os.read(fd, 1 << 20):
             chunks.append(chunk)
     finally:
         os.close(fd)
-    _, status = os.waitpid(pid, 0)
-    data = b"".join(chunks)
+    return b"".join(chunks)
+
+
+def decode(pid: int, status: int, data: bytes) -> tuple[bool, object]:
+    """What a child sent back, or what its end says when it sent nothing readable."""
     if not data:
         return False, OperationFailed(f"worker process {pid} died ({describe(status)})")
     try:
@@ -128,7 +135,8 @@ def describe(status: int) -> str:
 
 
 def stop(pid: int, fd: int) -> None:
-    os.close(fd)
+    if fd >= 0:
+        os.close(fd)
     os.kill(pid, signal.SIGKILL)  # not reaped yet: the pid is still this child's
     os.waitpid(pid, 0)
 
