@@ -145,8 +145,11 @@ def render(
         for c in COMMANDS:
             a, b = (results[s][c] - results[smallest][c] for s in big)
             per_a, per_b = a / (big[0] - smallest), b / (big[1] - smallest)
-            growth = per_b / per_a if per_a > 0 else float("nan")
-            verdicts.append(f"{c} {growth:.2f}x")
+            if per_a > 0:
+                verdicts.append(f"{c} {per_b / per_a:.2f}x")
+            else:  # no measurable cost per release at the middle size: flat up to there
+                at_b = f"{per_b * 1e6:,.0f} us/release at {big[1]:,}"
+                verdicts.append(f"{c} flat to {big[0]:,} ({at_b})")
     text = [
         "## Cost against size: releases, verify, activate, prune",
         "",
