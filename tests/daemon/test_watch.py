@@ -73,7 +73,7 @@ async def test_cancelling_the_watch_returns_within_a_step(tmp_path: Path) -> Non
     for delay in (0.0, 0.05, 0.13):
         async with anyio.create_task_group() as tg:
             await tg.start(watch_current, root, lambda: None)
-            await anyio.sleep(delay)
+            await anyio.sleep(delay)  # the moment of the cancel, not a wait for a condition
             started = anyio.current_time()
             tg.cancel_scope.cancel()
         worst = max(worst, anyio.current_time() - started)
