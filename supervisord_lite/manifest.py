@@ -22,12 +22,7 @@ from supervisord_lite.errors import ValidationError
 from supervisord_lite.layout import BUILD_ID_RE, RELEASE_ID_RE, require_inside_releases
 from supervisord_lite.names import MAX_SCALE, TYPE_NAME_RE
 from supervisord_lite.schema import Fields, load_yaml, require_mapping
-
-try:  # CPython's own SHA-256, not OpenSSL's: the daemon checks a digest at every start, and
-    # hashlib would bring libcrypto's digests into its memory for it (issue 16)
-    from _sha256 import sha256  # type: ignore[import-not-found, unused-ignore]
-except ImportError:  # another interpreter, or CPython 3.12+ (_sha2)
-    from hashlib import sha256
+from supervisord_lite.twin import sha256
 
 SCHEMA = 1
 SOCKET_NAME_RE = TYPE_NAME_RE

@@ -19,10 +19,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-try:  # CPython's own SHA-256, as manifest.py: no OpenSSL in the daemon for it
+try:  # CPython's own SHA-256, not OpenSSL's: the daemon checks the twin's hash and the
+    # manifest's digest (manifest.py takes it from here) at every start, and hashlib would
+    # bring libcrypto's digests into its memory for them (issue 16)
     from _sha256 import sha256  # type: ignore[import-not-found, unused-ignore]
-except ImportError:
+except ImportError:  # another interpreter, or CPython 3.12+ (_sha2)
     from hashlib import sha256
+
+__all__ = ["MANIFEST_HASH", "NAME", "make", "read", "sha256"]
 
 NAME = "release.json"
 MANIFEST_HASH = "release_yaml_sha256"

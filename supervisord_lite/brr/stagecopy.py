@@ -126,8 +126,8 @@ def copy_tree(tree: SourceTree, dest: Path, *, writable: bool) -> dict[bytes, by
 
 @dataclass(frozen=True)
 class Unit:
-    """Files of one directory, copied by one task: each is opened relative to its
-    directory's fd (no path walk per file), and the threads mostly create in different
+    """Files of one directory, copied by one worker: each is opened relative to its
+    directory's fd (no path walk per file), and the workers mostly create in different
     directories (a create holds its directory's lock)."""
 
     dir: str  # relative to the top; "" for the top itself
@@ -216,8 +216,7 @@ def copy_data(fd_in: int, fd_out: int, size: int) -> bytes:
     """Copy and hash a file expected to hold size bytes; more, if it grew, is copied too.
 
     A file read in one call of its size + 1 bytes (not a CHUNK): a 1 MiB buffer per file
-    is an mmap, mremap and munmap each, and the munmap of a threaded process stalls the
-    other threads to flush their TLBs.
+    is an mmap, mremap and munmap each.
     """
     want = min(size + 1, CHUNK)
     data = os.read(fd_in, want)
